@@ -1,0 +1,249 @@
+"""The ``informerflow`` command line: the only layer that talks to a person.
+
+Commands stay thin: they build a RunConfig from flags, call the library, and render results.
+Every InformerflowError becomes one readable message block and an exit code from
+``errors.exit_code``; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from informerflow import errors, state
+from informerflow.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+
+log = logging.getLogger(__name__)
+console = Console(file=sys.__stdout__, highlight=False)
+err_console = Console(file=sys.__stderr__, highlight=False)
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Informer forecasting: ingest, train, track, register, serve.")
+endpoints_app = typer.Typer(help="Local endpoints started by runs or `informerflow serve`.",
+                            invoke_without_command=True)
+pipeline_app = typer.Typer(help="The Kubeflow pipeline: compile it for a cluster.")
+app.add_typer(endpoints_app, name="endpoints")
+app.add_typer(pipeline_app, name="pipeline")
+
+_D, _M, _T = DataConfig(), ModelConfig(), TrainConfig()
+
+
+@app.callback()
+def _global(
+    state_dir: Path = typer.Option(None, envvar="INFORMERFLOW_HOME",
+                                   help="Where runs, models and endpoints are kept "
+                                        "[default: ./.informerflow]."),
+    tracking_uri: str = typer.Option(None, envvar="MLFLOW_TRACKING_URI",
+                                     help="MLflow tracking server [default: SQLite in state dir]."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log details to stderr."),
+) -> None:
+    if state_dir:
+        os.environ[state.ENV_HOME] = str(state_dir.resolve())
+    if tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+@app.command()
+def run(
+    data: str = typer.Option(None, "--data", "-d",
+                             help="CSV or Parquet file [default: the bundled Alibaba pod CPU series]."),
+    target: str = typer.Option(_D.target, help="Column to forecast."),
+    features: str = typer.Option(_D.features, help="S univariate, M all->all, MS all->target."),
+    time_col: str = typer.Option(None, help="Time column [default: found by name]."),
+    id_col: str = typer.Option(None, help="Series id column of a long-format file."),
+    freq: str = typer.Option(None, help="Force the frequency (pandas alias, e.g. 15min, B)."),
+    missing: str = typer.Option(_D.missing, help="NaN cells: error, interpolate or ffill."),
+    duplicates: str = typer.Option(_D.duplicates, help="Repeated stamps: error, last or mean."),
+    gaps: str = typer.Option(_D.gaps, help="Short gaps (<= --max-gap-steps): interpolate, ffill, error."),
+    max_gap_steps: int = typer.Option(_D.max_gap_steps, help="Longest gap that may be filled."),
+    seq_len: int = typer.Option(_M.seq_len, help="Encoder input length."),
+    label_len: int = typer.Option(_M.label_len, help="Known steps fed to the decoder."),
+    pred_len: int = typer.Option(_M.pred_len, help="Forecast horizon."),
+    d_model: int = typer.Option(_M.d_model), n_heads: int = typer.Option(_M.n_heads),
+    e_layers: int = typer.Option(_M.e_layers), d_layers: int = typer.Option(_M.d_layers),
+    d_ff: int = typer.Option(_M.d_ff), factor: int = typer.Option(_M.factor),
+    dropout: float = typer.Option(_M.dropout),
+    attn: str = typer.Option(_M.attn, help="prob (ProbSparse) or full."),
+    epochs: int = typer.Option(_T.epochs), batch_size: int = typer.Option(_T.batch_size),
+    learning_rate: float = typer.Option(_T.learning_rate, "--lr"),
+    patience: int = typer.Option(_T.patience), seed: int = typer.Option(_T.seed),
+    max_train_windows: int = typer.Option(
+        _T.max_train_windows, help="Sample at most this many training windows per epoch."),
+    experiment: str = typer.Option(None, help="MLflow experiment [default: from the file name]."),
+    model_name: str = typer.Option(None, help="Registered model [default: the experiment name]."),
+    endpoint: str = typer.Option("informer", help="Name of the local endpoint."),
+    port: int = typer.Option(8080, help="Port of the local endpoint (on 127.0.0.1)."),
+    deploy: bool = typer.Option(True, help="Start a local endpoint for the champion."),
+    cache: bool = typer.Option(False, help="Reuse step outputs of an identical earlier run."),
+) -> None:
+    """Run the whole pipeline: preprocess, train, evaluate, register, deploy."""
+    cfg = RunConfig(
+        data=DataConfig(path=data, time_col=time_col, target=target, features=features,
+                        id_col=id_col, freq=freq, missing=missing, duplicates=duplicates,
+                        gaps=gaps, max_gap_steps=max_gap_steps),
+        model=ModelConfig(seq_len=seq_len, label_len=label_len, pred_len=pred_len,
+                          d_model=d_model, n_heads=n_heads, e_layers=e_layers,
+                          d_layers=d_layers, d_ff=d_ff, factor=factor, dropout=dropout,
+                          attn=attn),
+        train=TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                          patience=patience, seed=seed, max_train_windows=max_train_windows),
+        experiment=experiment, model_name=model_name, endpoint=endpoint, port=port,
+        deploy=deploy,
+    )
+    from informerflow.runner import run_pipeline
+
+    summary = run_pipeline(cfg, console=console, cache=cache)
+    _print_summary(summary)
+
+
+@app.command()
+def validate(
+    path: str = typer.Argument(..., help="CSV or Parquet file."),
+    target: str = typer.Option(_D.target), time_col: str = typer.Option(None),
+    id_col: str = typer.Option(None), freq: str = typer.Option(None),
+    missing: str = typer.Option(_D.missing), duplicates: str = typer.Option(_D.duplicates),
+    gaps: str = typer.Option(_D.gaps),
+) -> None:
+    """Check a file as a run would, and report what was found; trains nothing."""
+    from informerflow.data.ingest import load_series
+
+    cfg = RunConfig(data=DataConfig(path=path, target=target, time_col=time_col, id_col=id_col,
+                                    freq=freq, missing=missing, duplicates=duplicates, gaps=gaps))
+    series = load_series(cfg.validate().data)
+    frame = series.frame
+    n_series = frame[series.id_col].nunique() if series.id_col else 1
+    console.print(f"[green]OK[/] {series.source}: {len(frame)} rows, {n_series} series, "
+                  f"frequency {series.freq}, {frame['date'].min()} .. {frame['date'].max()}")
+    console.print(f"target {series.target!r}; value columns: {', '.join(series.value_cols)}")
+    for line in series.warnings:
+        console.print(f"[yellow]warning[/] {line}")
+    for line in series.repairs:
+        console.print(f"[cyan]repaired[/] {line}")
+
+
+@app.command()
+def ui(port: int = typer.Option(5000), host: str = typer.Option("127.0.0.1")) -> None:
+    """Open the MLflow UI on this machine's store (bound to 127.0.0.1 by default)."""
+    import subprocess
+
+    from informerflow import tracking
+
+    uri = tracking.configure()
+    console.print(f"MLflow UI on http://{host}:{port} (store {uri}); Ctrl+C stops it")
+    subprocess.run([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+                    "--host", host, "--port", str(port)], check=False)
+
+
+@app.command()
+def serve(
+    model_uri: str = typer.Argument(..., help="models:/NAME@champion, models:/NAME/3 or a dir."),
+    name: str = typer.Option(None, help="Model name in the routes [default: from the URI]."),
+    host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8080),
+) -> None:
+    """Serve a model in the foreground (V2, V1, /invocations, /metrics)."""
+    from informerflow import tracking
+    from informerflow.serving.server import serve as serve_model
+
+    tracking.configure()
+    serve_model(model_uri, name=name, host=host, port=port)
+
+
+@endpoints_app.callback()
+def endpoints_list(ctx: typer.Context) -> None:
+    """List local endpoints (stop one with `informerflow endpoints stop NAME`)."""
+    if ctx.invoked_subcommand:
+        return
+    from informerflow.serving.endpoints import list_endpoints
+
+    table = Table("name", "url", "model", "pid", "state")
+    for ep in list_endpoints():
+        table.add_row(ep.name, ep.url, f"{ep.model_uri} (v{ep.model_version})", str(ep.pid),
+                      "running" if ep.alive else "[red]dead[/]")
+    console.print(table)
+
+
+@endpoints_app.command("stop")
+def endpoints_stop(name: str) -> None:
+    """Stop a local endpoint."""
+    from informerflow.serving.endpoints import stop_endpoint
+
+    stop_endpoint(name)
+    console.print(f"stopped endpoint {name!r}")
+
+
+@endpoints_app.command("logs")
+def endpoints_logs(name: str, lines: int = typer.Option(50)) -> None:
+    """Show the end of an endpoint's log."""
+    from informerflow.serving.endpoints import endpoint_logs
+
+    console.print(endpoint_logs(name, lines), markup=False)
+
+
+@pipeline_app.command("compile")
+def pipeline_compile(
+    output: Path = typer.Option(Path("pipeline.yaml"), "-o", "--output"),
+    image: str = typer.Option("informerflow:0.1.0", help="Image with informerflow installed."),
+) -> None:
+    """Write the pipeline's KFP v2 YAML for a Kubeflow cluster."""
+    from informerflow.pipeline import compile_pipeline
+
+    compile_pipeline(output, image)
+    console.print(f"wrote {output}")
+
+
+def _print_summary(summary: dict) -> None:
+    evaluation, reg, dep = summary["evaluation"], summary["registration"], summary["deployment"]
+    table = Table("model", "MAE", "RMSE", "MAPE %", "R2", title="Test split (original units)")
+    rows = {"informer": evaluation["metrics"], **evaluation["baselines"]}
+    best_base = min(v["mae"] for k, v in evaluation["baselines"].items())
+    for name, m in rows.items():
+        style = "bold green" if name == "informer" else None
+        table.add_row(name, f"{m['mae']:.6f}", f"{m['rmse']:.6f}", f"{m['mape']:.2f}",
+                      f"{m['r2']:.4f}", style=style)
+    console.print(table)
+    gain = 100 * (1 - evaluation["metrics"]["mae"] / best_base)
+    console.print(f"Informer MAE vs best baseline: {gain:+.1f}% "
+                  f"({'better' if gain > 0 else 'worse'}) over {evaluation['n_windows']} windows")
+    console.print(f"Registered [bold]{reg['name']}[/] version {reg['version']} as "
+                  f"[bold]{reg['alias']}[/]: {reg['reason']}")
+    if dep and not dep.get("skipped"):
+        console.print(f"Endpoint [bold]{dep['name']}[/] at {dep['url']} serving v{dep['model_version']}")
+        console.print("Try it:\n" + summary["curl"], markup=False, soft_wrap=True)
+        console.print(f"Stop it: informerflow endpoints stop {dep['name']}")
+    console.print("Experiment UI: informerflow ui  (then open http://127.0.0.1:5000)")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except errors.InformerflowError as exc:
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        sys.exit(errors.exit_code(exc))
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except (typer.Exit, SystemExit) as exc:
+        sys.exit(getattr(exc, "exit_code", getattr(exc, "code", 0)))
+    except Exception as exc:  # click usage errors carry their own exit code and message
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""Attention for Informer: ProbSparse self-attention (paper section 3.1) and full attention.
+
+Shape legend: B batch, L query length, S key length, H heads, D head width (d_model / H),
+E model width (d_model), U sampled keys per query, u selected ("active") queries.
+
+Both inner attentions take and return the (B, L, H, D) layout; ``AttentionLayer`` owns the
+projections and the merge of heads, where the decoder's optional "mix" lives.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from informerflow.errors import DataError
+
+log = logging.getLogger(__name__)
+
+# Queries scored per chunk when measuring sparsity, so the gathered keys (chunk, U, D) per head
+# stay small at long L; the measurement needs no gradient, so chunks are freed at once.
+_SPARSITY_CHUNK = 1024
+
+
+def prob_counts(factor: int, length: int) -> int:
+    """``factor * ceil(ln length)`` clamped to ``1..length`` (ln 1 = 0 would give none)."""
+    return max(1, min(length, factor * math.ceil(math.log(length))))
+
+
+class FullAttention(nn.Module):
+    """Canonical softmax attention through ``scaled_dot_product_attention``."""
+
+    def __init__(self, causal: bool = False, dropout: float = 0.0):
+        super().__init__()
+        self.causal = causal
+        self.dropout = dropout
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        # (B, L, H, D) -> (B, H, L, D), the layout SDPA wants
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=self.causal
+        )
+        return out.transpose(1, 2)  # (B, H, L, D) -> (B, L, H, D)
+
+
+class ProbAttention(nn.Module):
+    """ProbSparse self-attention: only the u most "active" queries attend; the rest are lazy.
+
+    A query's activity is the max-mean measurement M(q, K) = max_j s_j - mean_j s_j over
+    U = factor * ceil(ln S) randomly sampled keys (paper eq. 4, section 3.1). The top
+    u = factor * ceil(ln L) queries get full attention; the others output mean(V), or cumsum(V)
+    in the masked (decoder) case, as the paper prescribes. Both counts are clamped to 1..length.
+
+    In eval mode the key sample comes from a local generator seeded with ``seed`` on every
+    forward, so a forecast is reproducible, leaves the global RNG alone and does not depend on
+    the other windows in the batch (the sample has no batch dimension). Training samples from
+    the global RNG.
+    """
+
+    def __init__(self, factor: int = 5, causal: bool = False, dropout: float = 0.0, seed: int = 0):
+        super().__init__()
+        self.factor = factor
+        self.causal = causal
+        self.dropout = nn.Dropout(dropout)
+        self.seed = seed
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        B, L, H, D = q.shape
+        S = k.shape[1]
+        if self.causal and L != S:
+            raise DataError(
+                f"masked ProbSparse attention needs as many queries as keys, got {L} and {S}"
+            )
+        # (B, L, H, D) -> (B, H, L, D)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+        n_top = prob_counts(self.factor, L)
+        with torch.no_grad():
+            top = self._measure(q, k).topk(n_top, dim=-1, sorted=False).indices  # (B, H, u)
+
+        top_q = q.gather(2, top.unsqueeze(-1).expand(-1, -1, -1, D))  # (B, H, u, D)
+        scores = top_q @ k.transpose(-2, -1) / math.sqrt(D)  # (B, H, u, S)
+        if self.causal:
+            future = torch.arange(S, device=q.device) > top.unsqueeze(-1)  # (B, H, u, S)
+            scores = scores.masked_fill(future, float("-inf"))
+        active = self.dropout(scores.softmax(dim=-1)) @ v  # (B, H, u, D)
+
+        context = self._lazy_context(v, L)  # (B, H, L, D)
+        context = context.scatter(2, top.unsqueeze(-1).expand(-1, -1, -1, D), active)
+        return context.transpose(1, 2)  # (B, H, L, D) -> (B, L, H, D)
+
+    def _measure(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """Max-mean measurement of each query over sampled keys: (B, H, L)."""
+        L, D, S = q.shape[2], q.shape[3], k.shape[2]
+        n_sample = prob_counts(self.factor, S)
+        if n_sample >= S:  # every key would be sampled: measure exactly
+            scores = q @ k.transpose(-2, -1) / math.sqrt(D)  # (B, H, L, S)
+            return scores.amax(-1) - scores.mean(-1)
+
+        generator = None if self.training else torch.Generator().manual_seed(self.seed)
+        # Sampled on the CPU so eval forecasts match across devices; one sample per query,
+        # shared by every batch item and head.
+        idx = torch.randint(S, (L, n_sample), generator=generator).to(q.device)  # (L, U)
+        parts = []
+        for lo in range(0, L, _SPARSITY_CHUNK):
+            chunk = idx[lo:lo + _SPARSITY_CHUNK]  # (c, U)
+            keys = k[:, :, chunk]  # (B, H, c, U, D)
+            s = torch.einsum("bhcd,bhcud->bhcu", q[:, :, lo:lo + _SPARSITY_CHUNK], keys)
+            s = s / math.sqrt(D)
+            parts.append(s.amax(-1) - s.mean(-1))  # (B, H, c)
+        return torch.cat(parts, dim=-1)
+
+    def _lazy_context(self, v: torch.Tensor, L: int) -> torch.Tensor:
+        """What unselected queries output: mean(V), or cumsum(V) under the causal mask."""
+        if self.causal:
+            return v.cumsum(dim=2)
+        B, H, _, D = v.shape
+        return v.mean(dim=2, keepdim=True).expand(B, H, L, D).contiguous()
+
+
+class AttentionLayer(nn.Module):
+    """Multi-head wrapper: project to heads, run the inner attention, merge heads, project out.
+
+    With ``mix=True`` the merged output is read from the (B, H, L, D) layout as if it were
+    (B, L, H * D), so each output step blends several time steps of one head. The paper's code
+    does this in the decoder's self-attention; here it is an explicit option (``cfg.mix``).
+    """
+
+    def __init__(self, inner: nn.Module, d_model: int, n_heads: int, mix: bool = False):
+        super().__init__()
+        self.inner = inner
+        self.n_heads = n_heads
+        self.mix = mix
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.k_proj = nn.Linear(d_model, d_model)
+        self.v_proj = nn.Linear(d_model, d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+
+    def forward(
+        self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
+    ) -> torch.Tensor:
+        B, L, E = queries.shape
+        S, H = keys.shape[1], self.n_heads
+        q = self.q_proj(queries).view(B, L, H, E // H)  # (B, L, E) -> (B, L, H, D)
+        k = self.k_proj(keys).view(B, S, H, E // H)  # (B, S, E) -> (B, S, H, D)
+        v = self.v_proj(values).view(B, S, H, E // H)
+        out = self.inner(q, k, v)  # (B, L, H, D)
+        if self.mix:
+            # (B, L, H, D) -> (B, H, L, D), then read as (B, L, H * D): heads and time mix
+            out = out.transpose(1, 2).contiguous().view(B, L, E)
+        else:
+            out = out.reshape(B, L, E)  # (B, L, H, D) -> (B, L, E)
+        return self.out_proj(out)

@@ -1,0 +1,134 @@
+"""The Kubeflow Pipelines v2 definition of a run, and its local execution.
+
+One ``@dsl.pipeline`` chains five lightweight components. Locally, ``run_local`` executes it with
+KFP's own SubprocessRunner in this Python environment; on a cluster, ``compile_pipeline`` writes
+the IR YAML of the very same definition with a container image that has informerflow installed.
+Each component is a thin shell: it imports informerflow inside its body (KFP ships only the
+function's source) and calls the matching function of ``informerflow.steps``.
+"""
+
+# No ``from __future__ import annotations`` here: KFP reads the component signatures' types at
+# decoration time and cannot resolve them from strings.
+import logging
+from pathlib import Path
+from typing import NamedTuple
+
+from kfp import compiler, dsl, local
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+log = logging.getLogger(__name__)
+
+DEFAULT_IMAGE = "informerflow:0.1.0"
+_IMAGE = {"base_image": DEFAULT_IMAGE}
+
+
+def _component(func):
+    # KFP must not pip-install itself: locally we run in this venv, and on a cluster the image
+    # carries kfp already, so installing at start-up would only add minutes and a network need.
+    return dsl.component(func, base_image=_IMAGE["base_image"], install_kfp_package=False)
+
+
+@_component
+def preprocess_op(config_json: str, dataset: Output[Dataset]) -> str:
+    """Validate the input file and write the clean series plus the resolved config."""
+    import json
+
+    from informerflow.config import RunConfig
+    from informerflow.steps import preprocess
+
+    report = preprocess(RunConfig.from_dict(json.loads(config_json)), dataset.path)
+    dataset.metadata.update({"rows": report["rows"], "freq": report["freq"],
+                             "sha256": report["sha256"]})
+    return json.dumps(report)
+
+
+@_component
+def train_op(dataset: Input[Dataset], model: Output[Model]) -> str:
+    """Train Informer; returns the MLflow run id that the later steps add to."""
+    from informerflow.steps import train_step
+
+    run_id = train_step(dataset.path, model.path)
+    model.metadata["mlflow_run_id"] = run_id
+    return run_id
+
+
+@_component
+def evaluate_op(dataset: Input[Dataset], model: Input[Model], run_id: str,
+                metrics: Output[Metrics]) -> str:
+    """Score model and baselines on the test split; log the pyfunc model to the run."""
+    import json
+
+    from informerflow.steps import evaluate_step
+
+    result = evaluate_step(dataset.path, model.path, run_id)
+    for name, value in result["metrics"].items():
+        metrics.log_metric(f"test_{name}", value)
+    for baseline, values in result["baselines"].items():
+        metrics.log_metric(f"{baseline}_mae", values["mae"])
+    return json.dumps(result)
+
+
+@_component
+def register_op(run_id: str, model_name: str, evaluation: str) -> str:
+    """Register the run's model; move ``champion`` only if it beats the current one."""
+    import json
+    from dataclasses import asdict
+
+    from informerflow.steps import register_step
+
+    del evaluation  # an input only so that register waits for evaluate
+    return json.dumps(asdict(register_step(run_id, model_name or None)))
+
+
+@_component
+def deploy_op(registration: str, endpoint: str, port: int, enabled: bool) -> str:
+    """Serve the champion on a local endpoint (on a cluster: ``informerflow deploy --target kserve``)."""
+    import json
+
+    from informerflow.steps import deploy_step
+
+    if not enabled:
+        return json.dumps({"skipped": True})
+    return json.dumps(deploy_step(json.loads(registration), endpoint, port))
+
+
+class PipelineResult(NamedTuple):
+    report: dict
+    run_id: str
+    evaluation: dict
+    registration: dict
+    deployment: dict
+
+
+@dsl.pipeline(name="informerflow", description="preprocess -> train -> evaluate -> register -> deploy")
+def informer_pipeline(config_json: str, model_name: str = "", endpoint: str = "informer",
+                      port: int = 8080, deploy: bool = True):
+    pre = preprocess_op(config_json=config_json)
+    trained = train_op(dataset=pre.outputs["dataset"])
+    evaluated = evaluate_op(dataset=pre.outputs["dataset"], model=trained.outputs["model"],
+                            run_id=trained.outputs["Output"])
+    registered = register_op(run_id=trained.outputs["Output"], model_name=model_name,
+                             evaluation=evaluated.outputs["Output"])
+    deploy_op(registration=registered.output, endpoint=endpoint, port=port, enabled=deploy)
+
+
+def compile_pipeline(path: str | Path, image: str = DEFAULT_IMAGE) -> Path:
+    """Write the pipeline's KFP v2 IR YAML, its components running ``image``."""
+    for op in (preprocess_op, train_op, evaluate_op, register_op, deploy_op):
+        for executor in op.pipeline_spec.deployment_spec["executors"].values():
+            executor["container"]["image"] = image
+    compiler.Compiler().compile(informer_pipeline, str(path))
+    return Path(path)
+
+
+def run_local(config_json: str, pipeline_root: str | Path, model_name: str = "",
+              endpoint: str = "informer", port: int = 8080, deploy: bool = True,
+              cache: bool = False):
+    """Execute the pipeline with KFP's local SubprocessRunner; returns the pipeline task."""
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(pipeline_root),
+        enable_caching=cache,
+    )
+    return informer_pipeline(config_json=config_json, model_name=model_name, endpoint=endpoint,
+                             port=port, deploy=deploy)

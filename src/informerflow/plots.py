@@ -1,0 +1,46 @@
+"""PNG plots attached to every run: forecast against actual, loss curves, error by horizon."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def forecast_vs_actual(true: list[float], pred: list[float], path: Path, limit: int = 720) -> Path:
+    fig, ax = plt.subplots(figsize=(10, 3.5))
+    ax.plot(true[:limit], label="actual", linewidth=1)
+    ax.plot(pred[:limit], label="forecast (1 step ahead)", linewidth=1)
+    ax.set_xlabel("test step")
+    ax.set_title("Test split: forecast vs actual")
+    ax.legend()
+    return _save(fig, path)
+
+
+def loss_curves(train: list[float], val: list[float], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    epochs = range(1, len(train) + 1)
+    ax.plot(epochs, train, marker="o", label="train")
+    ax.plot(epochs, val, marker="o", label="validation")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("MSE (scaled)")
+    ax.legend()
+    return _save(fig, path)
+
+
+def horizon_error(mae: list[float], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.bar(range(1, len(mae) + 1), mae)
+    ax.set_xlabel("horizon step")
+    ax.set_ylabel("MAE (original units)")
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,73 @@
+"""``python -m informerflow.serving``: serve one model until SIGINT/SIGTERM.
+
+Exit codes follow ``informerflow.errors.EXIT_CODES``: 3 when the model cannot be loaded (missing,
+or its files fail the sha256 check), 4 when the address cannot be bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from informerflow.errors import InformerflowError, exit_code
+
+log = logging.getLogger("informerflow.serving")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m informerflow.serving",
+        description="Serve an informerflow model over KServe V1/V2 and MLflow's /invocations.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--model-uri", required=True,
+                        help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/... or a local dir")
+    parser.add_argument("--name", default=None,
+                        help="model name in the routes (default: the registered name)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind; 0.0.0.0 opens the server to the network")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--token", default=None,
+                        help="require 'Authorization: Bearer TOKEN' (default: $INFORMERFLOW_TOKEN)")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="MLflow tracking/registry URI (default: $MLFLOW_TRACKING_URI or the "
+                             "state dir's SQLite store)")
+    parser.add_argument("--max-batch", type=int, default=32,
+                        help="most windows forecast in one model call")
+    parser.add_argument("--max-wait-ms", type=float, default=5.0,
+                        help="how long a window waits for others to share its model call")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: min(2, CPU cores))")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    # KServe parses sys.argv when imported; hand it only the program name.
+    sys.argv = sys.argv[:1]
+    from informerflow.serving.server import serve
+
+    try:
+        serve(
+            args.model_uri,
+            host=args.host,
+            port=args.port,
+            token=args.token or os.environ.get("INFORMERFLOW_TOKEN") or None,
+            tracking_uri=args.tracking_uri,
+            name=args.name,
+            max_batch=args.max_batch,
+            max_wait_ms=args.max_wait_ms,
+            threads=args.threads,
+        )
+    except InformerflowError as exc:
+        log.error("%s", exc)
+        return exit_code(exc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""MLflow tracking and the model registry: experiments, run records, versions and aliases.
+
+The alias policy: a new version becomes ``champion`` only when its test MAE beats the current
+champion's on the same data (same sha256 and split); otherwise it is the ``challenger``. Models
+trained on different data are never compared, because their errors are not on the same scale.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from informerflow import __version__, state
+
+log = logging.getLogger(__name__)
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+DATA_SHA_TAG = "data.sha256"
+SPLIT_TAG = "data.split"
+
+
+def configure(tracking_uri: str | None = None) -> str:
+    """Point MLflow at ``tracking_uri`` (default: the state directory's SQLite store)."""
+    uri = tracking_uri or state.tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def ensure_experiment(name: str) -> str:
+    """The id of experiment ``name``, created with artifacts in the state dir when local."""
+    client = MlflowClient()
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = state.artifact_root() + f"/{name}" if mlflow.get_tracking_uri().startswith(
+        "sqlite") else None
+    return client.create_experiment(name, artifact_location=location)
+
+
+def code_version() -> dict[str, str]:
+    """Package version plus git commit and dirty flag when running from a checkout."""
+    tags = {"code.version": __version__}
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"],
+                                capture_output=True, text=True, timeout=10, check=True)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain"],
+                               capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return tags
+    tags["code.git_commit"] = commit.stdout.strip()
+    tags["code.git_dirty"] = str(bool(dirty.stdout.strip())).lower()
+    return tags
+
+
+@dataclass
+class Registration:
+    name: str
+    version: str
+    alias: str
+    previous_champion: str | None
+    reason: str
+
+
+def register(run_id: str, model_uri: str, name: str, test_mae: float) -> Registration:
+    """Register ``model_uri`` as a new version of ``name`` and move the right alias to it."""
+    client = MlflowClient()
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
+            raise
+    version = client.create_model_version(name, model_uri, run_id=run_id).version
+    run_tags = client.get_run(run_id).data.tags
+    key = (run_tags.get(DATA_SHA_TAG), run_tags.get(SPLIT_TAG))
+
+    champion = _champion(client, name)
+    if champion is None:
+        alias, reason, previous = CHAMPION, "first version for this model", None
+    else:
+        previous = champion.version
+        champ_run = client.get_run(champion.run_id)
+        champ_key = (champ_run.data.tags.get(DATA_SHA_TAG), champ_run.data.tags.get(SPLIT_TAG))
+        champ_mae = champ_run.data.metrics.get("test_mae", math.inf)
+        if champ_key != key:
+            alias = CHALLENGER
+            reason = (f"champion v{previous} was evaluated on other data or another split; "
+                      "promote explicitly to replace it")
+        elif test_mae < champ_mae:
+            alias = CHAMPION
+            reason = f"test MAE {test_mae:.6g} beats champion v{previous} ({champ_mae:.6g})"
+        else:
+            alias = CHALLENGER
+            reason = f"test MAE {test_mae:.6g} does not beat champion v{previous} ({champ_mae:.6g})"
+    client.set_registered_model_alias(name, alias, version)
+    client.set_model_version_tag(name, version, "alias_reason", reason)
+    log.info("registered %s v%s as %s: %s", name, version, alias, reason)
+    return Registration(name, str(version), alias, previous, reason)
+
+
+def _champion(client: MlflowClient, name: str):
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
