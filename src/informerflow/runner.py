@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,9 @@ def run_pipeline(cfg: RunConfig, console: Console | None = None, cache: bool = F
     run_dir = home / "pipeline_runs" / time.strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
     display = _Display(console, cfg.train.epochs)
+    # KFP warns that our image name lacks "python"; locally no image is used at all.
+    warnings.filterwarnings("ignore", message="You may be attemping to run a task",
+                            category=RuntimeWarning)
     log_path = run_dir / "pipeline.log"
     with open(log_path, "w") as logfile, contextlib.redirect_stdout(_Output(display, logfile)):
         try:

@@ -24,7 +24,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from informerflow import plots, progress, tracking
+from informerflow import plots, progress, state, tracking
 from informerflow.config import RunConfig
 from informerflow.data.ingest import LoadedSeries, load_series
 from informerflow.data.prepare import prepare
@@ -263,8 +263,10 @@ def deploy_step(registration: dict, endpoint: str, port: int) -> dict:
         f"runs:/{champion.run_id}/model/input_example.json")
     frame = pd.DataFrame(window["data"], columns=window["columns"])
     answer = client.forecast(ep.url, ep.model_name, frame)
+    request_file = state.state_dir() / "endpoints" / f"{endpoint}.request.json"
+    request_file.write_text(json.dumps(client.v2_body(frame)))
     result = {"name": endpoint, "url": ep.url, "model_name": ep.model_name,
               "model_uri": uri, "model_version": champion.version, "pid": ep.pid,
-              "smoke_forecast_rows": len(answer)}
+              "smoke_forecast_rows": len(answer), "request_file": str(request_file)}
     progress.emit("deployed", **result)
     return result

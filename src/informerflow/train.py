@@ -149,7 +149,8 @@ def _train_epoch(model, loader, optimizer, clip_grad, device, callbacks) -> floa
         if clip_grad > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
         optimizer.step()
-        total += float(loss)
+        value = loss.item()
+        total += value
         batches += 1
-        callbacks.on_batch_end(i, float(loss))
+        callbacks.on_batch_end(i, value)
     return total / max(batches, 1)

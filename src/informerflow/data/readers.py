@@ -36,7 +36,7 @@ _PARQUET_MAGIC = b"PAR1"
 _COMMA_DECIMAL = re.compile(r"^[+-]?\d+,\d+(?:[eE][+-]?\d+)?$")
 _DOT_DECIMAL = re.compile(r"^[+-]?\d*\.\d+(?:[eE][+-]?\d+)?$")
 # Cells pandas would call missing; we keep them as text and decide ourselves.
-MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "<na>", "#n/a", "-nan"})
+MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "nat", "null", "none", "<na>", "#n/a", "-nan"})
 
 
 @dataclass
@@ -48,6 +48,9 @@ class RawTable:
     sep: str | None = None
     decimal: str = "."
     warnings: list[str] = field(default_factory=list)
+    # 1-based data rows with more fields than the header; the extra fields are not read.
+    long_rows: list[int] = field(default_factory=list)
+    header_fields: int = 0
 
 
 def read_table(path: str | Path, typed: bool = True) -> pd.DataFrame:
@@ -64,8 +67,7 @@ def read_table(path: str | Path, typed: bool = True) -> pd.DataFrame:
         DataError: the file is missing, empty, not text, or not parseable as a table.
     """
     path = Path(path)
-    raw = read_bytes(path)
-    table = parse_table(raw, str(path))
+    table = parse_table(unpack(read_bytes(path), str(path)), str(path))
     if not typed or table.fmt != "csv":
         return table.frame
     return table.frame.apply(lambda col: _maybe_numeric(col, table.decimal))
@@ -83,13 +85,18 @@ def read_bytes(path: Path) -> bytes:
         raise DataError(f"{path}: cannot be read ({exc.strerror})") from None
 
 
+def unpack(raw: bytes, source: str) -> bytes:
+    """The content of a gzip file, or ``raw`` itself when it is not compressed."""
+    if not raw.startswith(_GZIP_MAGIC):
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{source}: looks gzip-compressed but cannot be unpacked ({exc})") from None
+
+
 def parse_table(raw: bytes, source: str) -> RawTable:
-    """Decode ``raw`` (gzip-compressed or not) as CSV, or read it as Parquet."""
-    if raw.startswith(_GZIP_MAGIC):
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DataError(f"{source}: looks gzip-compressed but cannot be unpacked ({exc})") from None
+    """Read uncompressed bytes as Parquet (by its magic bytes) or else as CSV text."""
     if raw.startswith(_PARQUET_MAGIC):
         return _read_parquet(raw, source)
     return _read_csv(raw, source)
@@ -100,6 +107,8 @@ def _read_parquet(raw: bytes, source: str) -> RawTable:
         frame = pd.read_parquet(io.BytesIO(raw))
     except Exception as exc:  # pyarrow raises many types; all mean "not a usable Parquet file"
         raise DataError(f"{source}: not a readable Parquet file ({exc})") from None
+    if not isinstance(frame.index, pd.RangeIndex):
+        frame = frame.reset_index()  # a stored DatetimeIndex is usually the time column
     frame.columns = [str(c) for c in frame.columns]
     return RawTable(frame.reset_index(drop=True), "parquet")
 
@@ -120,20 +129,31 @@ def _read_csv(raw: bytes, source: str) -> RawTable:
     sep = sniff_separator(lines)
     decimal = sniff_decimal(lines[1:], sep)
     try:
-        frame = pd.read_csv(
-            io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_filter=False,
-            skip_blank_lines=False, engine="c",
-        )
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
-        raise DataError(
-            f"{source}: cannot be read as CSV with separator {sep!r} ({exc}); "
-            "check that every line has as many fields as the header"
-        ) from None
-    frame.columns = [str(c).strip() for c in frame.columns]
-    # Short lines leave NaN even with na_filter off; treat them as empty cells.
-    frame = frame.fillna("").astype(object)
+        records = list(csv.reader(io.StringIO(text.lstrip("\r\n")), delimiter=sep))
+    except csv.Error as exc:
+        raise DataError(f"{source}: cannot be read as CSV with separator {sep!r} ({exc})") from None
+    header, rows = _unique_names(records[0]), records[1:]
+    width = len(header)
+    long_rows = [i for i, row in enumerate(rows, start=1) if len(row) > width]
+    # Short rows get empty cells; overlong rows are cut and reported by the caller.
+    cells = [row[:width] + [""] * (width - len(row)) for row in rows]
+    frame = pd.DataFrame(cells, columns=header, dtype=object)
     log.debug("%s: CSV, separator %r, decimal %r, %d rows", source, sep, decimal, len(frame))
-    return RawTable(frame, "csv", sep=sep, decimal=decimal, warnings=warnings)
+    return RawTable(frame, "csv", sep=sep, decimal=decimal, warnings=warnings,
+                    long_rows=long_rows, header_fields=width)
+
+
+def _unique_names(header: list[str]) -> list[str]:
+    """Names made unique as pandas does (``v``, ``v.1``); a blank one becomes ``Unnamed: i``."""
+    names: list[str] = []
+    for i, raw in enumerate(header):
+        name = raw.strip() or f"Unnamed: {i}"
+        base, k = name, 0
+        while name in names:
+            k += 1
+            name = f"{base}.{k}"
+        names.append(name)
+    return names
 
 
 def sniff_separator(lines: list[str]) -> str:
@@ -182,6 +202,9 @@ def to_float(col: pd.Series, decimal: str = ".") -> tuple[np.ndarray, np.ndarray
         return col.to_numpy(dtype=np.float64), np.zeros(len(col), dtype=bool)
     if pd.api.types.is_numeric_dtype(col.dtype):
         return col.to_numpy(dtype=np.float64, na_value=np.nan), np.zeros(len(col), dtype=bool)
+    fast = _text_to_float(col, decimal)
+    if fast is not None:
+        return fast, np.zeros(len(col), dtype=bool)
     values = np.full(len(col), np.nan)
     text = np.zeros(len(col), dtype=bool)
     for i, cell in enumerate(col.tolist()):
@@ -191,6 +214,20 @@ def to_float(col: pd.Series, decimal: str = ".") -> tuple[np.ndarray, np.ndarray
         else:
             values[i] = number
     return values, text
+
+
+def _text_to_float(col: pd.Series, decimal: str) -> np.ndarray | None:
+    """Vectorised conversion when every cell is a number or missing; None otherwise."""
+    cells = col.astype(str).str.strip()
+    if cells.str.contains("_", regex=False).any():
+        return None
+    if decimal == ",":
+        cells = cells.str.replace(",", ".", regex=False)
+    cells = cells.mask(cells.str.lower().isin(MISSING_TOKENS), "nan")
+    try:
+        return cells.to_numpy(dtype=object).astype(np.float64)
+    except (ValueError, TypeError):
+        return None
 
 
 def _cell_to_float(cell: object, decimal: str) -> float | None:

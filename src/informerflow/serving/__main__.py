@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 from informerflow.errors import InformerflowError, exit_code
+from informerflow.serving.endpoints import bind_listener
 
 log = logging.getLogger("informerflow.serving")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -44,24 +44,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _import_serve():
+    # KServe parses sys.argv when its model_server module is imported; it must not see ours.
+    saved, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        from informerflow.serving.server import serve
+    finally:
+        sys.argv = saved
+    return serve
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    # KServe parses sys.argv when imported; hand it only the program name.
-    sys.argv = sys.argv[:1]
-    from informerflow.serving.server import serve
-
     try:
+        # Bound before the heavy imports and the model load, so a taken port fails at once.
+        sock = bind_listener(args.host, args.port)
+        serve = _import_serve()
         serve(
             args.model_uri,
             host=args.host,
             port=args.port,
-            token=args.token or os.environ.get("INFORMERFLOW_TOKEN") or None,
+            token=args.token,  # serve() falls back to $INFORMERFLOW_TOKEN
             tracking_uri=args.tracking_uri,
             name=args.name,
             max_batch=args.max_batch,
             max_wait_ms=args.max_wait_ms,
             threads=args.threads,
+            sock=sock,
         )
     except InformerflowError as exc:
         log.error("%s", exc)

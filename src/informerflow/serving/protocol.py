@@ -102,7 +102,7 @@ def parse_v2(request: InferRequest, schema: Schema) -> ForecastRequest:
     horizon = parse_horizon(
         (request.parameters or {}).get("horizon"), schema.pred_len, "parameters.horizon"
     )
-    frame = pd.DataFrame({name: columns[name] for name in schema.columns if name in columns})
+    frame = _frame({name: columns[name] for name in schema.columns if name in columns})
     return ForecastRequest(frame, horizon, "v2", request.id)
 
 
@@ -336,12 +336,12 @@ def _flatten(data: Any) -> Iterable[Any]:
             yield item
 
 
-def _numbers(values: list[Any], where: str) -> list[float]:
-    """Floats for JSON numbers; null stays NaN so the Forecaster can name its row."""
-    out = []
+def _numbers(values: list[Any], where: str) -> list[float | None]:
+    """Floats for JSON numbers; a null stays None so the Forecaster can name its row."""
+    out: list[float | None] = []
     for row, value in enumerate(values):
         if value is None:
-            out.append(math.nan)
+            out.append(None)
         elif isinstance(value, bool) or not isinstance(value, int | float):
             raise RequestError(
                 f"{where} row {row}: expected a number, got {value!r} ({type(value).__name__})"
@@ -416,4 +416,13 @@ def _typed_frame(columns: dict[str, list[Any]], schema: Schema, where: str) -> p
             typed[name] = values
         else:
             typed[name] = _numbers(values, where=f"'{where}' column {name!r}")
-    return pd.DataFrame(typed)
+    return _frame(typed)
+
+
+def _frame(columns: dict[str, list[Any]]) -> pd.DataFrame:
+    # A column with a null stays of object dtype so the Forecaster's message shows None,
+    # what the client sent, rather than the NaN pandas would turn it into.
+    return pd.DataFrame({
+        name: pd.Series(values, dtype=object if None in values else None)
+        for name, values in columns.items()
+    })

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import mlflow
+import orjson
 import pandas as pd
 import torch
 from fastapi import FastAPI, Request
@@ -36,7 +37,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, ORJSONResponse, Response
 from kserve import Model, ModelServer
 from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
-from kserve.errors import InvalidInput
+from kserve.errors import InvalidInput, ModelNotFound
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.infer_type import InferRequest
 from kserve.protocol.rest.server import RESTServer
@@ -52,6 +53,7 @@ from informerflow.errors import (
 )
 from informerflow.forecaster import Forecaster
 from informerflow.serving import protocol
+from informerflow.serving.endpoints import bind_listener
 from informerflow.serving.protocol import ForecastRequest, InvocationsBody, Schema
 
 log = logging.getLogger(__name__)
@@ -147,20 +149,23 @@ class MicroBatcher:
                     future.set_result(result)
 
     def _forecast(self, frames: list[pd.DataFrame]) -> list[pd.DataFrame | Exception]:
-        if self._on_batch:
-            self._on_batch(len(frames))
         try:
-            return list(self._forecast_batch(frames))
+            return self._call(frames)
         except RequestError:
             if len(frames) == 1:
                 raise
         results: list[pd.DataFrame | Exception] = []
         for frame in frames:
             try:
-                results.append(self._forecast_batch([frame])[0])
+                results.append(self._call([frame])[0])
             except RequestError as exc:
                 results.append(exc)
         return results
+
+    def _call(self, frames: list[pd.DataFrame]) -> list[pd.DataFrame]:
+        if self._on_batch:
+            self._on_batch(len(frames))
+        return list(self._forecast_batch(frames))
 
 
 # -- the KServe model ----------------------------------------------------------------------------
@@ -307,12 +312,21 @@ async def _malformed_body(_: Request, exc: RequestValidationError) -> JSONRespon
     """FastAPI's 422 for a V2 body that is not an InferenceRequest, as a 400 naming the field."""
     problems = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        problems.append(f"{where}: {err.get('msg', 'invalid')}")
+        # The V2 route's body is Union[InferenceRequest, bytes]; only the first branch matters.
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "InferenceRequest")]
+        if loc[:1] == ["bytes"]:
+            continue
+        problems.append(f"{'.'.join(loc) or 'body'}: {err.get('msg', 'invalid')}")
     message = "malformed inference request: " + "; ".join(problems[:5])
     log.info("rejected request (400): %s", message)
     REJECTED.labels(status="400").inc()
     return JSONResponse({"error": message}, status_code=400)
+
+
+async def _unknown_model(_: Request, exc: ModelNotFound) -> JSONResponse:
+    log.info("rejected request (404): %s", exc)
+    REJECTED.labels(status="404").inc()
+    return JSONResponse({"error": str(exc)}, status_code=404)
 
 
 async def _fault(_: Request, exc: Exception) -> JSONResponse:
@@ -349,11 +363,15 @@ class LoopbackRESTServer(RESTServer):
         app.add_exception_handler(InformerflowError, _informerflow_error)
         app.add_exception_handler(InvalidInput, _invalid_input)
         app.add_exception_handler(RequestValidationError, _malformed_body)
+        app.add_exception_handler(ModelNotFound, _unknown_model)
         app.add_exception_handler(Exception, _fault)
 
     async def _invocations(self, request: Request) -> Response:
         raw = await request.body()
-        body, _ = self.dataplane.decode(raw, {"content-type": "application/json"})
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise RequestError(f"/invocations body is not valid JSON: {exc}") from exc
         models = list(self.dataplane.model_registry.get_models())
         if not models:
             raise DeploymentError("no model is loaded in this server")
@@ -457,7 +475,7 @@ def load_model(
     except Exception as exc:  # MLflow wraps loader errors; surface ours, name the URI otherwise
         cause = _find_cause(exc, ModelLoadError)
         if cause is not None:
-            raise ModelLoadError(f"refusing to serve {model_uri}: {cause}") from exc
+            raise ModelLoadError(f"cannot serve {model_uri}: {cause}") from exc
         raise ModelLoadError(
             f"cannot load model {model_uri}: {type(exc).__name__}: {exc}. Check the URI and the "
             "tracking URI (--tracking-uri or MLFLOW_TRACKING_URI)"
@@ -482,27 +500,6 @@ def _find_cause(exc: BaseException | None, kind: type[BaseException]) -> BaseExc
     return None
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """Bind ``host:port`` now, so a taken port fails before minutes of model loading.
-
-    Raises:
-        DeploymentError: naming the address when it is in use or cannot be bound.
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise DeploymentError(
-            f"cannot listen on {host}:{port}: {exc.strerror}; port {port} is probably in use, "
-            "pick another with --port"
-        ) from exc
-    sock.set_inheritable(True)
-    return sock
-
-
 def serve(
     model_uri: str,
     host: str = DEFAULT_HOST,
@@ -513,16 +510,20 @@ def serve(
     max_batch: int = 32,
     max_wait_ms: float = 5.0,
     threads: int | None = None,
+    sock: socket.socket | None = None,
 ) -> None:
     """Serve ``model_uri`` until SIGINT/SIGTERM: bind -> load (hash-checked) -> serve.
+
+    ``sock`` is an already bound socket to serve on instead of binding ``host:port`` here.
 
     Raises:
         DeploymentError: the address cannot be bound.
         ModelLoadError: the model is missing or tampered with.
     """
+    token = token or os.environ.get(TOKEN_ENV) or None
     threads = threads or min(2, os.cpu_count() or 1)
     torch.set_num_threads(threads)
-    sock = bind(host, port)
+    sock = sock or bind_listener(host, port)
     try:
         loaded = load_model(model_uri, tracking_uri, name)
         model = ForecastModel(
