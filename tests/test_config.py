@@ -165,10 +165,6 @@ def test_flat_keys_are_section_dot_name_plus_top_level() -> None:
     assert set(flat) == expected
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "_check never looks at train.max_train_windows: -1 reaches RandomSampler and fails there "
-    "with torch's ValueError, 0 silently means 'all windows'"
-))
 @pytest.mark.parametrize("value", [0, -1])
 def test_max_train_windows_must_be_positive_or_none(value: int) -> None:
     with pytest.raises(ConfigError, match=re.escape("train.max_train_windows")):

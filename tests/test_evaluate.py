@@ -93,11 +93,6 @@ def test_seasonal_naive_before_the_first_row_uses_the_window_start() -> None:
     np.testing.assert_array_equal(out["seasonal_naive"][..., 0], [[0, 0]])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "naive_baselines clamps the seasonal look-back to the window start instead of to row 0, "
-    "so any period longer than seq_len (e.g. 24 for hourly data with seq_len 16, 1440 for "
-    "minute data with seq_len 96) repeats the window's first value"
-))
 def test_seasonal_naive_reaches_behind_the_window_when_the_period_is_long() -> None:
     series = np.arange(20, dtype=np.float64)[:, None]
     out = naive_baselines(series, np.array([10]), seq_len=4, pred_len=2, period=8)

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from informerflow.config import DataConfig
-from informerflow.data.ingest import load_series
+from informerflow.data.ingest import LoadedSeries, load_series
 from informerflow.errors import InformerflowError
 
 START = pd.Timestamp("2021-03-05 00:00")
@@ -107,15 +108,53 @@ def assert_valid(series) -> None:
         assert dates.equals(pd.DatetimeIndex(expected, name="date")), (dates, series.freq)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(csv_files())
-def test_load_series_returns_a_valid_frame_or_raises_our_error(case):
-    text, options = case
+def load_or_raise(content: bytes, options: dict):
+    """The loaded series, or None when load_series raised one of our errors."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "input.csv"
-        path.write_text(text)
+        path.write_bytes(content)
         try:
-            series = load_series(DataConfig(path=str(path), **options))
+            return load_series(DataConfig(path=str(path), **options))
         except InformerflowError:
-            return
-    assert_valid(series)
+            return None
+
+
+@settings(max_examples=160, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(csv_files())
+def test_malformed_csv_gives_a_valid_frame_or_our_error(case):
+    text, options = case
+    series = load_or_raise(text.encode(), options)
+    if series is not None:
+        assert_valid(series)
+
+
+# Fragments that steer random bytes towards almost-CSV rather than noise.
+FRAGMENTS = st.sampled_from(
+    list("0123456789,;\t\n-:. \"'eE+Z_") + ["date", "v", "2021-01-01 00:00", "inf", "\r\n", "é"]
+)
+
+
+@settings(max_examples=40, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(
+    st.lists(FRAGMENTS, max_size=120).map(lambda parts: ("date,v\n" + "".join(parts)).encode()),
+    st.binary(max_size=200),
+))
+def test_arbitrary_bytes_give_a_valid_frame_or_our_error(content):
+    series = load_or_raise(content, {"target": "v", "missing": "interpolate"})
+    if series is not None:
+        assert_valid(series)
+
+
+def test_the_validity_check_itself_rejects_gaps_and_nan():
+    def series(stamps: list[str], values: list[float]) -> LoadedSeries:
+        frame = pd.DataFrame({"date": pd.to_datetime(stamps), "v": values})
+        return LoadedSeries(frame=frame, source="x", sha256="", time_col="date", target="v",
+                            value_cols=["v"], id_col=None, freq="min", tz=None)
+
+    assert_valid(series(["2021-01-01 00:00", "2021-01-01 00:01"], [1.0, 2.0]))
+    with pytest.raises(AssertionError):
+        assert_valid(series(["2021-01-01 00:00", "2021-01-01 00:02"], [1.0, 2.0]))
+    with pytest.raises(AssertionError):
+        assert_valid(series(["2021-01-01 00:00", "2021-01-01 00:01"], [1.0, np.nan]))

@@ -226,18 +226,18 @@ def test_active_queries_are_the_top_max_mean_ones_when_all_keys_are_sampled() ->
     assert torch.equal(is_full, expected)
 
 
-def test_dense_and_gathered_measurements_score_the_same_sample(monkeypatch) -> None:
-    import informerflow.model.attention as attention_module
-
-    q, k, _ = (t.detach() for t in leaf_inputs(64, 64))
-    prob = ProbAttention(factor=1).eval()
-    # (B, L, H, D) -> (B, H, L, D), the layout _measure works in
-    q, k = q.transpose(1, 2), k.transpose(1, 2)
-    monkeypatch.setattr(attention_module, "_DENSE_MEASURE_RATIO", 1000)
-    dense = prob._measure(q, k)
-    monkeypatch.setattr(attention_module, "_DENSE_MEASURE_RATIO", 0)
-    monkeypatch.setattr(attention_module, "_SPARSITY_CHUNK", 10)  # several chunks
-    torch.testing.assert_close(prob._measure(q, k), dense, atol=1e-12, rtol=0)
+def test_eval_ranks_queries_on_one_seeded_sample_of_distinct_keys() -> None:
+    q, k, v = (t.detach() for t in leaf_inputs(64, 64))
+    prob = ProbAttention(factor=2, seed=7).eval()  # U = u = 2 * ceil(ln 64) = 10
+    out = prob(q, k, v)
+    keys = torch.randperm(64, generator=torch.Generator().manual_seed(7))[:10]
+    scores = torch.einsum("blhd,bshd->blhs", q, k[:, keys]) / 2.0
+    measure = scores.amax(-1) - scores.mean(-1)  # (B, L, H)
+    expected = torch.zeros_like(measure, dtype=torch.bool).scatter(
+        1, measure.topk(10, dim=1).indices, True
+    )
+    is_full = (out - reference_attention(q, k, v, False)).abs().amax(-1) < 1e-9
+    assert torch.equal(is_full, expected)
 
 
 def test_attention_layer_matches_torch_multihead_attention() -> None:

@@ -206,6 +206,7 @@ def test_v1_v2_and_invocations_give_identical_answers(server):
         "/invocations": {"dataframe_split": split},
     }
     answers = [call(url, path, body) for path, body in bodies.items()]
+    answers.append(call(url, "/v1/models/tiny:predict", {"inputs": records()}))
     for key, payload in [("dataframe_records", records()), ("instances", records()),
                          ("inputs", {"timestamp": STAMPS, "cpu": VALUES}),
                          ("instances", {"timestamp": STAMPS, "cpu": VALUES})]:
@@ -405,12 +406,21 @@ def test_unknown_model_is_404(server):
     assert (status, answer) == (404, {"error": "Model with name other does not exist."})
 
 
-def test_errors_never_carry_a_stack_trace(server):
-    log_text = server["log"].read_text()
-    assert "rejected request (400): too few rows" in log_text
+def test_rejections_are_logged_in_one_line(server):
     status, answer = call(server["url"], "/v1/models/tiny:predict", {"instances": "x"})
     assert status == 400
-    assert "Traceback" not in json.dumps(answer)
+    assert answer["error"].startswith("'instances' must be a list of records like")
+    time.sleep(0.2)  # the server's log line lands after the answer
+    lines = server["log"].read_text().splitlines()
+    [logged] = [line for line in lines if "'instances' must be a list of records" in line]
+    assert "INFO informerflow.serving.server: rejected request (400): " in logged
+    assert "Traceback" not in "\n".join(lines[lines.index(logged):])
+
+
+def test_binds_loopback_only_by_default(server):
+    # 127.0.0.2 is loopback too: a server bound to 0.0.0.0 would accept there, ours must not.
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.2", server["port"])) != 0
 
 
 # -- start-up failures (the entry point run in-process: same code, no minute of imports) --------
@@ -489,3 +499,54 @@ def test_internal_errors_answer_without_details():
     assert response.status_code == 500
     assert json.loads(response.body) == {
         "error": "internal server error (KeyError); see the server log"}
+
+
+def test_long_format_model_forecasts_each_series(tmp_path):
+    import dataclasses
+
+    from informerflow.serving.server import ForecastModel
+
+    forecaster = build_forecaster()
+    forecaster.spec = dataclasses.replace(forecaster.spec, id_col="pod")
+    model = ForecastModel("long", forecaster, version="7")
+    rows = [{"pod": pod, **r} for pod in ("a", "b") for r in records()]
+    body = {"instances": rows, "horizon": 2}
+
+    answer, _ = asyncio.run(model(body, headers={}))
+    assert (answer["model_name"], answer["model_version"]) == ("long", "7")
+    assert [(p["pod"], p["timestamp"]) for p in answer["predictions"]] == [
+        ("a", FUTURE[0]), ("a", FUTURE[1]), ("b", FUTURE[0]), ("b", FUTURE[1])]
+    assert answer["predictions"][0]["cpu"] == answer["predictions"][2]["cpu"]  # same window
+
+    v2_answer, _ = asyncio.run(model(v2_request(rows), headers={}))
+    outputs = {o.name: o.data for o in v2_answer.outputs}
+    assert outputs["pod"] == ["a"] * 4 + ["b"] * 4
+    assert outputs["cpu"][:2] == [p["cpu"] for p in answer["predictions"][:2]]
+
+
+def v2_request(rows: list[dict]):
+    from kserve.protocol.infer_type import InferInput, InferRequest
+
+    inputs = [InferInput(name, [len(rows)], "BYTES" if name != "cpu" else "FP64",
+                         [r[name] for r in rows]) for name in ("timestamp", "pod", "cpu")]
+    return InferRequest("long", inputs)
+
+
+def test_column_shaped_v2_inputs_are_accepted(server):
+    body = v2()
+    body["inputs"][1]["shape"] = [20, 1]
+    body["inputs"][1]["data"] = [[v] for v in VALUES]
+    status, answer = call(server["url"], "/v2/models/tiny/infer", body)
+    assert status == 200
+    assert v2_rows(answer) == v2_rows(call(server["url"], "/v2/models/tiny/infer", v2())[1])
+
+
+def test_batcher_settings_are_checked():
+    from informerflow.errors import ConfigError
+    from informerflow.serving.server import MicroBatcher
+
+    with pytest.raises(ConfigError, match=r"max_batch must be 1 or more \(--max-batch\), got 0"):
+        MicroBatcher(list, max_batch=0)
+    with pytest.raises(ConfigError, match=r"max_wait must be 0 or more \(--max-wait-ms\), "
+                                          r"got -0\.001s"):
+        MicroBatcher(list, max_wait_s=-0.001)

@@ -111,10 +111,6 @@ def test_version_on_another_split_is_challenger(experiment: str) -> None:
     assert champion_version("m") == "1"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "tracking.register stores champion.version as returned by MLflow 3.17 (an int) in "
-    "Registration.previous_champion, which is typed str | None; version is str()-ed, this is not"
-))
 def test_previous_champion_is_a_string_like_version(experiment: str) -> None:
     register(experiment, "m", 0.5)
     reg = register(experiment, "m", 0.7)

@@ -7,7 +7,7 @@ Growth exponents are least-squares slopes of log(time) and log(memory) against l
 Usage:
     .venv/bin/python bench/attention_scaling/run.py [--quick]
 
-Writes ``results/{quick,full}.json``, ``.md`` and ``.png`` next to this file.
+Writes ``results/{quick,full}-t{threads}.json``, ``.md`` and ``.png`` next to this file.
 """
 
 from __future__ import annotations
@@ -207,7 +207,8 @@ def plot(path: Path, rows: list[dict], mode: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="lengths up to 1536 only")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="torch threads (default 2; 1 gives steadier numbers on a busy box)")
     parser.add_argument("--worker", nargs=2, metavar=("KIND", "L"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -222,12 +223,13 @@ def main() -> None:
     fits, refs = summary(rows), reference_slopes(LENGTHS[mode])
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    (out / f"{mode}.json").write_text(json.dumps(
+    stem = f"{mode}-t{args.threads}"
+    (out / f"{stem}.json").write_text(json.dumps(
         {"mode": mode, "environment": env, "fit_from_length": FIT_FROM, "slopes": fits,
          "reference_slopes": refs, "results": rows}, indent=2) + "\n")
-    (out / f"{mode}.md").write_text(markdown(mode, env, rows, fits, refs))
-    plot(out / f"{mode}.png", rows, mode)
-    log.info("wrote %s.{json,md,png}", out / mode)
+    (out / f"{stem}.md").write_text(markdown(mode, env, rows, fits, refs))
+    plot(out / f"{stem}.png", rows, mode)
+    log.info("wrote %s.{json,md,png}", out / stem)
 
 
 if __name__ == "__main__":

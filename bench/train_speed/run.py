@@ -6,7 +6,7 @@ high-water mark) is that configuration's own peak; tracemalloc would miss torch'
 Usage:
     .venv/bin/python bench/train_speed/run.py [--quick]
 
-Writes ``results/{quick,full}.json`` and ``results/{quick,full}.md`` next to this file.
+Writes ``results/{quick,full}-t{threads}.json`` and ``.md`` next to this file.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ HERE = Path(__file__).resolve().parent
 DATA = Path(os.environ.get("ETTH1_CSV", "/work/shared/data/ett/ETTh1.csv"))
 TRAIN_ROWS = 12 * 30 * 24  # the paper's ETTh1 training split: the first 12 months
 BATCH = 32
-THREADS = 2
 
 BASE = ModelConfig(seq_len=96, label_len=48, pred_len=24, enc_in=1, dec_in=1, c_out=1,
                    e_layers=2, d_layers=1, factor=5, dropout=0.05, freq="h", embed="timeF")
@@ -83,9 +82,9 @@ def sample_batch(values: np.ndarray, marks: np.ndarray, cfg: ModelConfig,
     return x[:, :cfg.seq_len], m[:, :cfg.seq_len], x_dec, m[:, dec], x[:, cfg.seq_len:]
 
 
-def worker(name: str, mode: str) -> dict:
+def worker(name: str, mode: str, threads: int) -> dict:
     """Train one configuration for a few iterations and return its timings and memory."""
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(threads)
     torch.manual_seed(2021)
     values, marks = load_etth1()
     rng = np.random.default_rng(2021)
@@ -117,12 +116,13 @@ def worker(name: str, mode: str) -> dict:
     }
 
 
-def run_all(mode: str) -> list[dict]:
+def run_all(mode: str, threads: int) -> list[dict]:
     rows = []
     for name in CONFIGS:
         log.info("running %s (%s)", name, mode)
         proc = subprocess.run(
-            [sys.executable, __file__, "--worker", name, "--mode", mode],
+            [sys.executable, __file__, "--worker", name, "--mode", mode,
+             "--threads", str(threads)],
             capture_output=True, text=True, timeout=900, check=False,
         )
         if proc.returncode:
@@ -133,12 +133,13 @@ def run_all(mode: str) -> list[dict]:
     return rows
 
 
-def environment() -> dict:
+def environment(threads: int) -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
                 .splitlines() if line.startswith("model name")), platform.processor())
     return {"date": time.strftime("%Y-%m-%d %H:%M"), "torch": torch.__version__,
             "python": platform.python_version(), "cpu": cpu, "cpu_count": os.cpu_count(),
-            "torch_threads": THREADS, "batch_size": BATCH, "data": str(DATA)}
+            "torch_threads": threads, "load_average_at_start": os.getloadavg(),
+            "batch_size": BATCH, "data": str(DATA)}
 
 
 def markdown(mode: str, env: dict, rows: list[dict]) -> str:
@@ -146,7 +147,8 @@ def markdown(mode: str, env: dict, rows: list[dict]) -> str:
         f"# Training speed on ETTh1 ({mode} run)",
         "",
         f"{env['date']}, torch {env['torch']}, {env['cpu']} ({env['cpu_count']} cores, "
-        f"{env['torch_threads']} torch threads). Univariate OT, seq 96 / label 48 / pred 24, "
+        f"{env['torch_threads']} torch threads, load average at start "
+        f"{env['load_average_at_start'][0]:.1f}). Univariate OT, seq 96 / label 48 / pred 24, "
         f"batch {env['batch_size']}, 2 encoder + 1 decoder layers, Adam.",
         "",
         "Peak RSS is the whole worker process (Python, torch, data, model, optimizer state); "
@@ -178,24 +180,27 @@ def markdown(mode: str, env: dict, rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer iterations (about 1 minute)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="torch threads (default 2; 1 gives steadier numbers on a busy box)")
     parser.add_argument("--worker", choices=sorted(CONFIGS), help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="full", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.mode)))  # the parent reads this line
+        print(json.dumps(worker(args.worker, args.mode, args.threads)))  # the parent reads it
         return
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     mode = "quick" if args.quick else "full"
-    env, rows = environment(), run_all(mode)
+    env, rows = environment(args.threads), run_all(mode, args.threads)
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    (out / f"{mode}.json").write_text(
+    stem = f"{mode}-t{args.threads}"
+    (out / f"{stem}.json").write_text(
         json.dumps({"mode": mode, "environment": env, "reference": REFERENCE, "results": rows},
                    indent=2) + "\n"
     )
-    (out / f"{mode}.md").write_text(markdown(mode, env, rows))
-    log.info("wrote %s and %s", out / f"{mode}.json", out / f"{mode}.md")
+    (out / f"{stem}.md").write_text(markdown(mode, env, rows))
+    log.info("wrote %s.{json,md}", out / stem)
 
 
 if __name__ == "__main__":

@@ -170,7 +170,7 @@ def endpoints_list(ctx: typer.Context) -> None:
     table = Table("name", "url", "model", "pid", "state")
     for ep in list_endpoints():
         table.add_row(ep.name, ep.url, f"{ep.model_uri} (v{ep.model_version})", str(ep.pid),
-                      "running" if ep.alive else "[red]dead[/]")
+                      ep.status if ep.status == "running" else f"[red]{ep.status}[/]")
     console.print(table)
 
 

@@ -160,6 +160,10 @@ def _check(cfg: RunConfig) -> list[str]:
         problems.append(f"model.dropout must be in [0, 1), got {m.dropout}")
     if m.stack is not None and (not m.stack or min(m.stack) < 1):
         problems.append(f"model.stack must list encoder depths of 1 or more, got {m.stack}")
+    if t.max_train_windows is not None and t.max_train_windows < 1:
+        problems.append(
+            f"train.max_train_windows must be 1 or more (or unset for all), got {t.max_train_windows}"
+        )
     if t.patience < 1:
         problems.append(f"train.patience must be 1 or more, got {t.patience}")
     if t.clip_grad < 0:

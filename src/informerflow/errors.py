@@ -9,6 +9,7 @@ catch the whole family or one branch of it::
     │   └── DataValidationError   several problems found in one validation pass
     ├── RequestError       a forecast request is malformed (HTTP 400)
     ├── ModelLoadError     a model directory is missing, incomplete or tampered with
+    ├── TrainingError      training diverged (a loss that is never finite)
     ├── DeploymentError    an endpoint could not be started, reached or stopped
     └── PipelineError      a pipeline step failed for a reason that is not one of the above
 
@@ -50,6 +51,10 @@ class ModelLoadError(InformerflowError):
     """A model cannot be loaded: missing files, a hash mismatch or an unknown format."""
 
 
+class TrainingError(InformerflowError):
+    """Training produced no usable model, e.g. the validation loss was never finite."""
+
+
 class DeploymentError(InformerflowError):
     """A local or cluster endpoint could not be started, reached or stopped."""
 
@@ -65,6 +70,7 @@ EXIT_CODES: dict[type[InformerflowError], int] = {
     ModelLoadError: 3,
     DeploymentError: 4,
     PipelineError: 5,
+    TrainingError: 6,
 }
 
 HTTP_STATUS: dict[type[InformerflowError], int] = {

@@ -82,7 +82,7 @@ def naive_baselines(
     back = (enc_end[:, None] + steps[None, :]) - period  # (W, P)
     if (back < 0).any():
         log.warning("seasonal naive: %d windows reach before the first row", (back < 0).any(1).sum())
-    back = np.maximum(back, starts[:, None])
+    back = np.where(back < 0, starts[:, None], back)
     means = np.stack([series[s : s + seq_len].mean(axis=0) for s in starts])  # (W, O)
     return {
         "persistence": np.repeat(last[:, None, :], pred_len, axis=1),

@@ -86,7 +86,7 @@ def register(run_id: str, model_uri: str, name: str, test_mae: float) -> Registr
     if champion is None:
         alias, reason, previous = CHAMPION, "first version for this model", None
     else:
-        previous = champion.version
+        previous = str(champion.version)
         champ_run = client.get_run(champion.run_id)
         champ_key = (champ_run.data.tags.get(DATA_SHA_TAG), champ_run.data.tags.get(SPLIT_TAG))
         champ_mae = champ_run.data.metrics.get("test_mae", math.inf)

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from informerflow.config import TrainConfig
 from informerflow.data.prepare import PreparedData
-from informerflow.errors import ConfigError
+from informerflow.errors import ConfigError, TrainingError
 from informerflow.model import build_model
 
 log = logging.getLogger(__name__)
@@ -68,10 +68,11 @@ def resolve_device(name: str) -> torch.device:
 
 
 def learning_rate(cfg: TrainConfig, epoch: int) -> float:
-    """Rate for 0-based ``epoch``: the paper halves it every epoch; cosine decays to 0."""
+    """Rate for 0-based ``epoch``: the paper halves it every epoch; cosine decays toward 0."""
     if cfg.lr_schedule == "halve":
         return cfg.learning_rate * 0.5**epoch
     if cfg.lr_schedule == "cosine":
+        # Decays toward 0 over the planned epochs; the last epoch still gets a small rate.
         return cfg.learning_rate * 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
     return cfg.learning_rate
 
@@ -133,6 +134,12 @@ def train(data: PreparedData, callbacks: Callbacks | None = None) -> TrainResult
             log.info("early stop: no validation improvement for %d epochs", stale)
             break
 
+    if not math.isfinite(result.best_val_loss):
+        raise TrainingError(
+            f"validation loss was never finite in {len(result.history)} epochs (last: "
+            f"{result.history[-1].val_loss if result.history else 'none'}); lower --lr or check "
+            "the data for extreme values"
+        )
     model.load_state_dict(best_state)
     model.to("cpu").eval()
     return result

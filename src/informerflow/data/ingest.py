@@ -43,6 +43,7 @@ from informerflow.data.repair import (
 from informerflow.data.validate import (
     EPOCH_UNITS,
     ROWS_NOTE,
+    Gap,
     check_grid,
     fmt_rows,
     fmt_ts,
@@ -183,7 +184,7 @@ class _Ingest:
         if cols.time is None or cols.target is None or cells.empty:
             self._raise()
         work = self._cells(cells, cols)
-        work = self._order(work, cols)
+        work = self._order(work)
         work = self._duplicates(work, cols)
         freq = self.freq or self._infer_freq(work)
         fills = self._grid(work, cols, freq) if freq else {}
@@ -207,15 +208,12 @@ class _Ingest:
         """Index rows by their 1-based data row and drop lines that are entirely blank."""
         frame = frame.copy()
         frame.index = pd.RangeIndex(1, len(frame) + 1)
-        if self.table.fmt != "csv" or frame.empty:
-            return frame
-        blank = frame.apply(lambda c: c.astype(str).str.strip().eq("")).all(axis=1)
-        if blank.any():
+        blank = self.table.blank_rows
+        if blank:
             self.warnings.append(
-                f"skipped {int(blank.sum())} blank lines at {fmt_rows(frame.index[blank])} "
-                f"{ROWS_NOTE}"
+                f"skipped {plural(len(blank), 'blank line')} at {fmt_rows(blank)} {ROWS_NOTE}"
             )
-        return frame[~blank]
+        return frame.drop(index=blank)
 
     def _columns(self, cells: pd.DataFrame) -> _Columns:
         names = list(cells.columns)
@@ -348,7 +346,7 @@ class _Ingest:
 
     # -- order and duplicates ----------------------------------------------------------------
 
-    def _order(self, work: pd.DataFrame, cols: _Columns) -> pd.DataFrame:
+    def _order(self, work: pd.DataFrame) -> pd.DataFrame:
         """Sort by (series, time); count rows that were out of time order within their series."""
         moved = {
             sid: rows_out_of_order(g["date"].to_numpy().astype(np.int64))
@@ -424,6 +422,7 @@ class _Ingest:
     ) -> dict[str, pd.DatetimeIndex]:
         """Report off-grid stamps and gaps; return the stamps to insert per series."""
         fills: dict[str, pd.DatetimeIndex] = {}
+        budget = _MAX_NEW_ROWS
         for sid, g in work.groupby(_SID, sort=False):
             stamps = pd.DatetimeIndex(g["date"])
             check = check_grid(stamps, freq)
@@ -439,13 +438,15 @@ class _Ingest:
             for gap in check.gaps:
                 if not self._fillable(gap.count):
                     self.problems.append(self._gap_problem(g, sid, gap, freq))
-            if fillable:
+            budget -= sum(gap.count for gap in fillable)
+            if fillable and budget >= 0:
                 fills[sid] = pd.DatetimeIndex(np.concatenate([
                     pd.date_range(gap.start, periods=gap.count, freq=freq).asi8
                     for gap in fillable
                 ]).astype("datetime64[ns]"))
-                self.repairs.append(self._gap_repair(g, sid, fillable, freq, cols))
-        if sum(len(f) for f in fills.values()) > _MAX_NEW_ROWS:
+                self.repairs.append(self._gap_repair(sid, fillable, freq, cols))
+        if budget < 0:
+            # Checked before building the rows: a huge data.max_gap_steps must not exhaust memory.
             self.problems.append(
                 f"filling the gaps would add more than {_MAX_NEW_ROWS} rows; lower "
                 "data.max_gap_steps or resample the file"
@@ -455,7 +456,7 @@ class _Ingest:
     def _fillable(self, count: int) -> bool:
         return self.cfg.gaps != "error" and count <= self.cfg.max_gap_steps
 
-    def _gap_problem(self, g: pd.DataFrame, sid: str, gap, freq: str) -> str:
+    def _gap_problem(self, g: pd.DataFrame, sid: str, gap: Gap, freq: str) -> str:
         span = (f"at {fmt_ts(gap.start)}" if gap.count == 1
                 else f"from {fmt_ts(gap.start)} to {fmt_ts(gap.end)}")
         where = (
@@ -470,7 +471,7 @@ class _Ingest:
                 f"the file, or raise data.max_gap_steps to {gap.count} if inventing that much "
                 "data is acceptable")
 
-    def _gap_repair(self, g: pd.DataFrame, sid: str, gaps: list, freq: str, cols: _Columns) -> str:
+    def _gap_repair(self, sid: str, gaps: list[Gap], freq: str, cols: _Columns) -> str:
         steps = sum(gap.count for gap in gaps)
         listing = "; ".join(
             fmt_ts(gap.start) if gap.count == 1 else
@@ -515,11 +516,13 @@ class _Ingest:
             out.loc[g.index] = filled.to_numpy()
             done = g.index[mask & ~left]
             if len(done):
+                span = fmt_ts(g.loc[done[0], "date"])
+                if len(done) > 1:
+                    span += f" to {fmt_ts(g.loc[done[-1], 'date'])}"
                 self.repairs.append(
-                    f"filled {len(done)} missing values in column {name}{self._series(sid)} by "
-                    f"{POLICY_WORDS[policy]} (data.missing={policy!r}): {fmt_rows(done)} "
-                    f"{ROWS_NOTE}, {fmt_ts(g.loc[done[0], 'date'])} to "
-                    f"{fmt_ts(g.loc[done[-1], 'date'])}"
+                    f"filled {plural(len(done), 'missing value')} in column {name}"
+                    f"{self._series(sid)} by {POLICY_WORDS[policy]} (data.missing={policy!r}): "
+                    f"{fmt_rows(done)} {ROWS_NOTE}, {span}"
                 )
             if left.any():
                 self._unfillable(g, pd.Series(left, index=g.index), name, policy)

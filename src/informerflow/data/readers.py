@@ -48,8 +48,10 @@ class RawTable:
     sep: str | None = None
     decimal: str = "."
     warnings: list[str] = field(default_factory=list)
-    # 1-based data rows with more fields than the header; the extra fields are not read.
+    # 1-based data rows with more fields than the header (the extra fields are not read), and
+    # rows with no content at all.
     long_rows: list[int] = field(default_factory=list)
+    blank_rows: list[int] = field(default_factory=list)
     header_fields: int = 0
 
 
@@ -135,12 +137,13 @@ def _read_csv(raw: bytes, source: str) -> RawTable:
     header, rows = _unique_names(records[0]), records[1:]
     width = len(header)
     long_rows = [i for i, row in enumerate(rows, start=1) if len(row) > width]
+    blank_rows = [i for i, row in enumerate(rows, start=1) if not "".join(row).strip()]
     # Short rows get empty cells; overlong rows are cut and reported by the caller.
     cells = [row[:width] + [""] * (width - len(row)) for row in rows]
     frame = pd.DataFrame(cells, columns=header, dtype=object)
     log.debug("%s: CSV, separator %r, decimal %r, %d rows", source, sep, decimal, len(frame))
     return RawTable(frame, "csv", sep=sep, decimal=decimal, warnings=warnings,
-                    long_rows=long_rows, header_fields=width)
+                    long_rows=long_rows, blank_rows=blank_rows, header_fields=width)
 
 
 def _unique_names(header: list[str]) -> list[str]:
@@ -217,13 +220,12 @@ def to_float(col: pd.Series, decimal: str = ".") -> tuple[np.ndarray, np.ndarray
 
 
 def _text_to_float(col: pd.Series, decimal: str) -> np.ndarray | None:
-    """Vectorised conversion when every cell is a number or missing; None otherwise."""
-    cells = col.astype(str).str.strip()
-    if cells.str.contains("_", regex=False).any():
-        return None
-    if decimal == ",":
-        cells = cells.str.replace(",", ".", regex=False)
-    cells = cells.mask(cells.str.lower().isin(MISSING_TOKENS), "nan")
+    """Vectorised conversion when every cell is a plain number; None otherwise.
+
+    numpy parses each cell as ``float()`` does (correctly rounded, so every digit of the file is
+    kept). ``float()`` also takes ``1_000``; a file that writes numbers so is read as it means.
+    """
+    cells = col.str.replace(",", ".", regex=False) if decimal == "," else col
     try:
         return cells.to_numpy(dtype=object).astype(np.float64)
     except (ValueError, TypeError):
@@ -239,9 +241,6 @@ def _cell_to_float(cell: object, decimal: str) -> float | None:
     s = str(cell).strip()
     if s.lower() in MISSING_TOKENS:
         return np.nan
-    # float() accepts "1_000"; a file with that is not following any number convention we read.
-    if "_" in s:
-        return None
     if decimal == ",":
         s = s.replace(",", ".")
     try:

@@ -125,21 +125,25 @@ def parse_stamps(
 
     text = col.astype(str).str.strip()
     present = ~text.str.lower().isin(MISSING_TOKENS)
-    if present.any() and text[present].str.match(_INT_TEXT).all():
+    if present.any() and _INT_TEXT.match(text[present].iloc[0]) and (
+        text[present].str.match(_INT_TEXT).all()
+    ):
         values = np.full(len(text), np.nan)
         values[present.to_numpy()] = [float(v) for v in text[present]]
-        if epoch_unit is None and _looks_like_yyyymmdd(text[present]):
-            stamps = pd.to_datetime(text.where(present), format="%Y%m%d", errors="coerce")
-            note = f"column {name}: 8-digit integers read as YYYYMMDD dates"
-            return _finish(ParsedStamps(stamps, notes=[note]), col, rows, name)
+        for digits, fmt, what in ((8, "%Y%m%d", "YYYYMMDD dates"), (4, "%Y", "years")):
+            if epoch_unit is None and _looks_like_dates(text[present], digits, fmt):
+                stamps = pd.to_datetime(text.where(present), format=fmt, errors="coerce")
+                note = f"column {name}: {digits}-digit integers read as {what}"
+                return _finish(ParsedStamps(stamps, notes=[note]), col, rows, name)
         return _finish(_from_epochs(values, epoch_unit, name), col, rows, name)
     return _finish(_from_text(text.where(present, ""), rows, name), col, rows, name)
 
 
-def _looks_like_yyyymmdd(text: pd.Series) -> bool:
-    if not text.str.len().eq(8).all():
+def _looks_like_dates(text: pd.Series, digits: int, fmt: str) -> bool:
+    """All cells are ``digits`` long and valid dates in ``fmt`` between 1900 and 2100."""
+    if not text.str.len().eq(digits).all():
         return False
-    parsed = pd.to_datetime(text, format="%Y%m%d", errors="coerce")
+    parsed = pd.to_datetime(text, format=fmt, errors="coerce")
     return bool(parsed.notna().all() and parsed.dt.year.between(1900, 2100).all())
 
 
@@ -162,6 +166,10 @@ def infer_epoch_unit(values: np.ndarray) -> tuple[str, str]:
 
 
 def _from_epochs(values: np.ndarray, epoch_unit: str | None, name: str) -> ParsedStamps:
+    # Known shortcomings: integer stamps of 1900..2100 in text are years and 8-digit ones in that
+    # range are YYYYMMDD, so "seconds since trace start" files whose stamps all fall in those
+    # ranges need data.epoch_unit. Fractional epochs in text ("1.6e9") are reported as
+    # unparseable. Parquet integer columns are always epochs.
     notes = []
     if epoch_unit is None:
         epoch_unit, why = infer_epoch_unit(values)
@@ -179,6 +187,8 @@ def _from_epochs(values: np.ndarray, epoch_unit: str | None, name: str) -> Parse
 
 
 def _from_text(text: pd.Series, rows: np.ndarray, name: str) -> ParsedStamps:
+    # Known shortcoming: only ISO 8601 forms are read. Day-first or month-first dates such as
+    # 01/02/2021 are reported as unparseable rather than guessed, because guessing is ambiguous.
     zones = text.str.extract(_ZONED, expand=False)
     aware = zones.notna() & text.ne("")
     naive = zones.isna() & text.ne("")
@@ -199,6 +209,9 @@ def _from_text(text: pd.Series, rows: np.ndarray, name: str) -> ParsedStamps:
 
 
 def _zone_name(zones: pd.Series, name: str, notes: list[str]) -> str:
+    # Known shortcoming: with daylight saving, daily (or coarser) stamps at local midnight are 23
+    # or 25 hours apart in UTC, so they fail the grid check; such files load when written
+    # without offsets.
     canon = {_canonical_offset(z) for z in zones.unique()}
     if len(canon) == 1:
         return canon.pop()
@@ -276,6 +289,8 @@ def infer_step(groups: list[pd.DatetimeIndex]) -> tuple[str | None, str]:
     steps = Counter(int(d) for g in clean for d in _spans(g.asi8))
     total = sum(steps.values())
     top = max(steps.values())
+    # On a tie (only in very short files) the shorter step: the longer one is then read as a gap,
+    # which max_gap_steps bounds and the repairs report.
     step = min(s for s, c in steps.items() if c == top)
     if step > _INT64_MAX:
         return None, "the most common step is longer than pandas can represent (292 years)"
@@ -301,6 +316,8 @@ def _monthly(groups: list[pd.DatetimeIndex]) -> str | None:
     k, top = months.most_common(1)[0]
     if top * 2 < sum(months.values()):
         return None
+    if k == 12 and kind == "MS" and (every.month == 1).all():
+        return "YS"
     return kind if k == 1 else f"{k}{kind}"
 
 

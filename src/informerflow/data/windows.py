@@ -144,6 +144,8 @@ class WindowDataset(Dataset):
         return max(0, len(self.values) - self.seq_len - self.pred_len + 1)
 
     def __getitem__(self, i: int):
+        if not 0 <= i < len(self):
+            raise IndexError(f"window {i} out of range for {len(self)} windows")
         enc_end = i + self.seq_len
         dec_start = enc_end - self.label_len
         dec_end = enc_end + self.pred_len

@@ -1,7 +1,7 @@
 """Attention for Informer: ProbSparse self-attention (paper section 3.1) and full attention.
 
 Shape legend: B batch, L query length, S key length, H heads, D head width (d_model / H),
-E model width (d_model), U sampled keys per query, u selected ("active") queries.
+E model width (d_model), U sampled keys (shared by all queries), u selected ("active") queries.
 
 Both inner attentions take and return the (B, L, H, D) layout; ``AttentionLayer`` owns the
 projections and the merge of heads, where the decoder's optional "mix" lives.
@@ -19,14 +19,6 @@ from torch import nn
 from informerflow.errors import DataError
 
 log = logging.getLogger(__name__)
-
-# Queries scored per chunk when measuring sparsity, so the gathered keys (chunk, U, D) per head
-# stay small at long L; the measurement needs no gradient, so chunks are freed at once.
-_SPARSITY_CHUNK = 1024
-# Below S = ratio * U, scoring every key densely and picking the sampled ones is faster than
-# gathering U keys per query (one CPU thread, B=32, H=4, D=16: S=96 dense 10 ms vs gather 50 ms;
-# S=384 181 vs 224 ms; S=768 693 vs 498 ms). Both paths score the same sampled keys.
-_DENSE_MEASURE_RATIO = 8
 
 
 def prob_counts(factor: int, length: int) -> int:
@@ -55,7 +47,8 @@ class ProbAttention(nn.Module):
     """ProbSparse self-attention: only the u most "active" queries attend; the rest are lazy.
 
     A query's activity is the max-mean measurement M(q, K) = max_j s_j - mean_j s_j over
-    U = factor * ceil(ln S) randomly sampled keys (paper eq. 4, section 3.1). The top
+    U = factor * ceil(ln S) keys sampled without replacement (paper eq. 4, section 3.1); the
+    paper's code draws a separate sample per query, here all queries share one sample. The top
     u = factor * ceil(ln L) queries get full attention; the others output mean(V), or cumsum(V)
     in the masked (decoder) case, as the paper prescribes. Both counts are clamped to 1..length.
 
@@ -97,30 +90,18 @@ class ProbAttention(nn.Module):
         return context.transpose(1, 2)  # (B, H, L, D) -> (B, L, H, D)
 
     def _measure(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        """Max-mean measurement of each query over sampled keys: (B, H, L)."""
-        L, D, S = q.shape[2], q.shape[3], k.shape[2]
+        """Max-mean measurement of each query over the sampled keys: (B, H, L)."""
+        D, S = q.shape[-1], k.shape[2]
         n_sample = prob_counts(self.factor, S)
-        if n_sample >= S:  # every key would be sampled: measure exactly
-            scores = q @ k.transpose(-2, -1) / math.sqrt(D)  # (B, H, L, S)
-            return scores.amax(-1) - scores.mean(-1)
-
-        generator = None if self.training else torch.Generator().manual_seed(self.seed)
-        # Sampled on the CPU so eval forecasts match across devices; one sample per query,
-        # shared by every batch item and head.
-        idx = torch.randint(S, (L, n_sample), generator=generator).to(q.device)  # (L, U)
-        if S <= _DENSE_MEASURE_RATIO * n_sample:
-            # Short keys: one dense matmul beats gathering U keys per query; same sample.
-            scores = q @ k.transpose(-2, -1) / math.sqrt(D)  # (B, H, L, S)
-            scores = scores.gather(-1, idx.expand(*scores.shape[:2], L, n_sample))  # (B, H, L, U)
-            return scores.amax(-1) - scores.mean(-1)
-        parts = []
-        for lo in range(0, L, _SPARSITY_CHUNK):
-            chunk = idx[lo:lo + _SPARSITY_CHUNK]  # (c, U)
-            keys = k[:, :, chunk]  # (B, H, c, U, D)
-            s = torch.einsum("bhcd,bhcud->bhcu", q[:, :, lo:lo + _SPARSITY_CHUNK], keys)
-            s = s / math.sqrt(D)
-            parts.append(s.amax(-1) - s.mean(-1))  # (B, H, c)
-        return torch.cat(parts, dim=-1)
+        if n_sample < S:
+            generator = None if self.training else torch.Generator().manual_seed(self.seed)
+            # One sample of U distinct keys for every query, batch item and head: the queries are
+            # ranked against the same keys, one matmul scores them all, and no item's forecast
+            # depends on the batch. Drawn on the CPU so eval forecasts match across devices.
+            keys = torch.randperm(S, generator=generator)[:n_sample].to(k.device)  # (U,)
+            k = k[:, :, keys]  # (B, H, S, D) -> (B, H, U, D)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(D)  # (B, H, L, U)
+        return scores.amax(-1) - scores.mean(-1)
 
     def _lazy_context(self, v: torch.Tensor, L: int) -> torch.Tensor:
         """What unselected queries output: mean(V), or cumsum(V) under the causal mask."""

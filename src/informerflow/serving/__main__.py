@@ -1,7 +1,8 @@
 """``python -m informerflow.serving``: serve one model until SIGINT/SIGTERM.
 
-Exit codes follow ``informerflow.errors.EXIT_CODES``: 3 when the model cannot be loaded (missing,
-or its files fail the sha256 check), 4 when the address cannot be bound.
+Exit codes follow ``informerflow.errors.EXIT_CODES``: 2 for an invalid setting, 3 when the model
+cannot be loaded (missing, or its files fail the sha256 check), 4 when the address cannot be
+bound.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-wait-ms", type=float, default=5.0,
                         help="how long a window waits for others to share its model call")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch intra-op threads (default: min(2, CPU cores))")
+                        help="torch intra-op threads (default: min(2, CPU cores // 2), at least 1)")
     return parser.parse_args(argv)
 
 

@@ -15,6 +15,9 @@ This module checks only what the wire format decides: keys, shapes, types, colum
 horizon. The window itself (enough rows, finite values, regular stamps) is judged by
 ``Forecaster.forecast`` so every consumer of a model rejects bad windows with the same words.
 Row numbers in messages are 0-based positions in the request.
+
+Known shortcoming: there is no cap on rows per request; every row is type-checked although only
+the last ``seq_len`` are used, so a huge body costs the server time before it is answered.
 """
 
 from __future__ import annotations
@@ -310,7 +313,8 @@ def _v2_flat(inp: InferInput) -> list[Any]:
         raise RequestError(
             f"input {inp.name!r} has shape {shape}; send one value per row, shape [N] or [N, 1]"
         )
-    if inp._raw_data is not None:  # binary tensor extension: KServe decodes the bytes
+    # Binary tensor extension: KServe decodes the bytes. Not covered by the tests yet.
+    if inp._raw_data is not None:
         try:
             values = inp.as_numpy().ravel().tolist()
         except ValueError as exc:
