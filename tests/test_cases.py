@@ -14,8 +14,9 @@ from informerflow.data.ingest import BUNDLED, load_series
 from informerflow.data.windows import split_bounds
 from informerflow.errors import DataError, DataValidationError
 
-CASES = Path("/work/shared/cases/ingest")
-POD_MS = Path("/work/shared/data/alibaba-pod/MS_25215_MS_25215_POD_372_utilization.csv")
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+CASES = SHARED / "cases" / "ingest"
+POD_MS = SHARED / "data" / "alibaba-pod" / "MS_25215_MS_25215_POD_372_utilization.csv"
 
 pytestmark = pytest.mark.skipif(not CASES.is_dir(), reason="shared cases folder not mounted")
 

@@ -242,8 +242,10 @@ def _numeric(frame: pd.DataFrame, offset: int) -> np.ndarray:
     bad = np.argwhere(~np.isfinite(values))
     if len(bad):
         row, col = bad[0]
+        cell = frame.iloc[row, col]
+        shown = cell.item() if isinstance(cell, np.generic) else cell  # nan, not np.float64(nan)
         raise RequestError(
             f"column {frame.columns[col]!r} has a missing or non-finite value at row "
-            f"{int(row) + offset} ({frame.iloc[row, col]!r}); every value must be a finite number"
+            f"{int(row) + offset} ({shown!r}); every value must be a finite number"
         )
     return values

@@ -11,7 +11,6 @@ function's source) and calls the matching function of ``informerflow.steps``.
 # decoration time and cannot resolve them from strings.
 import logging
 from pathlib import Path
-from typing import NamedTuple
 
 from kfp import compiler, dsl, local
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
@@ -19,16 +18,8 @@ from kfp.dsl import Dataset, Input, Metrics, Model, Output
 log = logging.getLogger(__name__)
 
 DEFAULT_IMAGE = "informerflow:0.1.0"
-_IMAGE = {"base_image": DEFAULT_IMAGE}
 
 
-def _component(func):
-    # KFP must not pip-install itself: locally we run in this venv, and on a cluster the image
-    # carries kfp already, so installing at start-up would only add minutes and a network need.
-    return dsl.component(func, base_image=_IMAGE["base_image"], install_kfp_package=False)
-
-
-@_component
 def preprocess_op(config_json: str, dataset: Output[Dataset]) -> str:
     """Validate the input file and write the clean series plus the resolved config."""
     import json
@@ -42,7 +33,6 @@ def preprocess_op(config_json: str, dataset: Output[Dataset]) -> str:
     return json.dumps(report)
 
 
-@_component
 def train_op(dataset: Input[Dataset], model: Output[Model]) -> str:
     """Train Informer; returns the MLflow run id that the later steps add to."""
     from informerflow.steps import train_step
@@ -52,7 +42,6 @@ def train_op(dataset: Input[Dataset], model: Output[Model]) -> str:
     return run_id
 
 
-@_component
 def evaluate_op(dataset: Input[Dataset], model: Input[Model], run_id: str,
                 metrics: Output[Metrics]) -> str:
     """Score model and baselines on the test split; log the pyfunc model to the run."""
@@ -68,7 +57,6 @@ def evaluate_op(dataset: Input[Dataset], model: Input[Model], run_id: str,
     return json.dumps(result)
 
 
-@_component
 def register_op(run_id: str, model_name: str, evaluation: str) -> str:
     """Register the run's model; move ``champion`` only if it beats the current one."""
     import json
@@ -80,7 +68,6 @@ def register_op(run_id: str, model_name: str, evaluation: str) -> str:
     return json.dumps(asdict(register_step(run_id, model_name or None)))
 
 
-@_component
 def deploy_op(registration: str, endpoint: str, port: int, enabled: bool) -> str:
     """Serve the champion on a local endpoint (on a cluster: ``informerflow deploy --target kserve``)."""
     import json
@@ -92,32 +79,36 @@ def deploy_op(registration: str, endpoint: str, port: int, enabled: bool) -> str
     return json.dumps(deploy_step(json.loads(registration), endpoint, port))
 
 
-class PipelineResult(NamedTuple):
-    report: dict
-    run_id: str
-    evaluation: dict
-    registration: dict
-    deployment: dict
+def build_pipeline(image: str = DEFAULT_IMAGE):
+    """The pipeline with every component running ``image`` (ignored by the local runner)."""
 
+    def component(func):
+        # KFP must not pip-install itself: locally we run in this venv, and on a cluster the
+        # image carries kfp already, so installing at start-up would only add minutes.
+        return dsl.component(func, base_image=image, install_kfp_package=False)
 
-@dsl.pipeline(name="informerflow", description="preprocess -> train -> evaluate -> register -> deploy")
-def informer_pipeline(config_json: str, model_name: str = "", endpoint: str = "informer",
-                      port: int = 8080, deploy: bool = True):
-    pre = preprocess_op(config_json=config_json)
-    trained = train_op(dataset=pre.outputs["dataset"])
-    evaluated = evaluate_op(dataset=pre.outputs["dataset"], model=trained.outputs["model"],
-                            run_id=trained.outputs["Output"])
-    registered = register_op(run_id=trained.outputs["Output"], model_name=model_name,
-                             evaluation=evaluated.outputs["Output"])
-    deploy_op(registration=registered.output, endpoint=endpoint, port=port, enabled=deploy)
+    preprocess, train, evaluate, register, deploy = map(
+        component, (preprocess_op, train_op, evaluate_op, register_op, deploy_op))
+
+    @dsl.pipeline(name="informerflow",
+                  description="preprocess -> train -> evaluate -> register -> deploy")
+    def informer_pipeline(config_json: str, model_name: str = "", endpoint: str = "informer",
+                          port: int = 8080, deploy_endpoint: bool = True):
+        pre = preprocess(config_json=config_json)
+        trained = train(dataset=pre.outputs["dataset"])
+        evaluated = evaluate(dataset=pre.outputs["dataset"], model=trained.outputs["model"],
+                             run_id=trained.outputs["Output"])
+        registered = register(run_id=trained.outputs["Output"], model_name=model_name,
+                              evaluation=evaluated.outputs["Output"])
+        deploy(registration=registered.output, endpoint=endpoint, port=port,
+               enabled=deploy_endpoint)
+
+    return informer_pipeline
 
 
 def compile_pipeline(path: str | Path, image: str = DEFAULT_IMAGE) -> Path:
     """Write the pipeline's KFP v2 IR YAML, its components running ``image``."""
-    for op in (preprocess_op, train_op, evaluate_op, register_op, deploy_op):
-        for executor in op.pipeline_spec.deployment_spec["executors"].values():
-            executor["container"]["image"] = image
-    compiler.Compiler().compile(informer_pipeline, str(path))
+    compiler.Compiler().compile(build_pipeline(image), str(path))
     return Path(path)
 
 
@@ -130,5 +121,5 @@ def run_local(config_json: str, pipeline_root: str | Path, model_name: str = "",
         pipeline_root=str(pipeline_root),
         enable_caching=cache,
     )
-    return informer_pipeline(config_json=config_json, model_name=model_name, endpoint=endpoint,
-                             port=port, deploy=deploy)
+    return build_pipeline()(config_json=config_json, model_name=model_name, endpoint=endpoint,
+                            port=port, deploy_endpoint=deploy)
