@@ -601,3 +601,17 @@ def test_a_huge_max_gap_steps_cannot_make_ingestion_invent_millions_of_rows(writ
     with pytest.raises(DataValidationError, match="filling the gaps would add more than 1000000 "
                        "rows; lower data.max_gap_steps or resample the file"):
         load(write("date,v\n" + rows), max_gap_steps=10**9)
+
+
+def test_nanosecond_epochs_keep_every_digit(write):
+    rows = "".join(f"{1609459200001000000 + i * 1_000_000},{i}\n" for i in range(4))
+
+    series = load(write("timestamp,v\n" + rows))
+
+    assert series.freq == "ms"
+    assert series.frame["date"].iloc[0] == pd.Timestamp("2021-01-01 00:00:00.001")
+    # 1 ms steps would be a round 1 s in microseconds, but those values overflow as microseconds.
+    assert series.warnings[0].startswith(
+        "column timestamp: integer stamps read as ns since 1970-01-01 because the largest value "
+        "1609459200004000000 is in the range of ns epochs"
+    )

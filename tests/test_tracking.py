@@ -9,6 +9,7 @@ import pytest
 from mlflow import MlflowClient
 
 from informerflow import state, tracking
+from informerflow.errors import ConfigError
 
 SHA_A, SHA_B = "a" * 64, "b" * 64
 
@@ -126,3 +127,23 @@ def test_code_version_names_the_package_version() -> None:
     if "code.git_commit" in tags:
         assert len(tags["code.git_commit"]) == 40
         assert tags["code.git_dirty"] in ("true", "false")
+
+
+def test_list_versions_promote_and_compare(experiment: str) -> None:
+    first = register(experiment, "m", 0.5)
+    second = register(experiment, "m", 0.7)  # worse: challenger
+    rows = tracking.list_versions("m")
+    assert [(r.version, r.aliases, r.test_mae) for r in rows] == [
+        ("2", [tracking.CHALLENGER], 0.7), ("1", [tracking.CHAMPION], 0.5)]
+
+    assert tracking.promote("m", "2") == "1"
+    assert champion_version("m") == "2"
+    with pytest.raises(ConfigError, match="model 'm' has no version 9"):
+        tracking.promote("m", "9")
+
+    run_a = MlflowClient().get_model_version("m", first.version).run_id
+    run_b = MlflowClient().get_model_version("m", second.version).run_id
+    table = tracking.compare_runs([run_a, run_b])
+    assert table["metrics"]["test_mae"] == {run_a: "0.5", run_b: "0.7"}
+    with pytest.raises(ConfigError, match="no run with id 'nope'"):
+        tracking.compare_runs(["nope"])

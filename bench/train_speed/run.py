@@ -53,7 +53,7 @@ REFERENCE = {
     "d64": {"s_per_iter": 0.06, "peak_gb": None},
 }
 # (warm-up, timed) iterations per width.
-ITERS = {"quick": {"d512": (2, 5), "d64": (3, 20)}, "full": {"d512": (3, 30), "d64": (5, 150)}}
+ITERS = {"quick": {"d512": (2, 5), "d64": (3, 20)}, "full": {"d512": (2, 15), "d64": (5, 100)}}
 
 
 def maxrss_mb() -> float:

@@ -160,6 +160,94 @@ def serve(
     serve_model(model_uri, name=name, host=host, port=port)
 
 
+@app.command()
+def deploy(
+    model_uri: str = typer.Argument(
+        ..., help="models:/NAME@champion, models:/NAME/3 or a model dir; for kserve also "
+                  "s3://, gs:// or pvc:// (then --storage-uri defaults to it)."),
+    target: str = typer.Option("local", help="local: a detached server on this machine; "
+                                             "kserve: an InferenceService on the kube context."),
+    name: str = typer.Option("informer", help="Endpoint or InferenceService name."),
+    port: int = typer.Option(8080, help="local: port on 127.0.0.1."),
+    storage_uri: str = typer.Option(None, help="kserve: the MLflow model directory in s3://, "
+                                               "gs:// or pvc://CLAIM/PATH."),
+    image: str = typer.Option(None, help="kserve: server image [default: informerflow:VERSION]."),
+    namespace: str = typer.Option(None, help="kserve: [default: the context's namespace]."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="kserve: print the YAML, apply nothing."),
+    timeout: float = typer.Option(300.0, help="Seconds to wait until the endpoint is ready."),
+) -> None:
+    """Serve a model as a local endpoint or as a KServe InferenceService on a cluster."""
+    if target == "local":
+        cluster_only = {"--storage-uri": storage_uri, "--image": image,
+                        "--namespace": namespace, "--dry-run": dry_run or None}
+        given = [flag for flag, value in cluster_only.items() if value is not None]
+        if given:
+            raise errors.ConfigError(f"{', '.join(given)} only apply to --target kserve")
+        from informerflow import tracking
+        from informerflow.serving.endpoints import start_endpoint
+
+        ep = start_endpoint(name, model_uri, port, tracking_uri=tracking.configure(),
+                            timeout=timeout)
+        version = f"version {ep.model_version}" if ep.model_version else "(unregistered)"
+        console.print(f"endpoint [bold]{ep.name}[/] at {ep.url} (pid {ep.pid}) serving "
+                      f"{ep.model_name} {version}")
+        console.print(f"Stop it: informerflow endpoints stop {ep.name}")
+        return
+    if target != "kserve":
+        raise errors.ConfigError(f"--target must be local or kserve, got {target!r}")
+    from informerflow.serving.kube import deploy_kserve
+
+    result = deploy_kserve(model_uri, name=name, storage_uri=storage_uri, image=image,
+                           namespace=namespace, dry_run=dry_run, timeout=timeout)
+    if dry_run:
+        sys.stdout.write(result.yaml)  # plain, unwrapped: meant for `kubectl apply -f -`
+        return
+    console.print(f"InferenceService [bold]{result.namespace}/{result.name}[/] is Ready at "
+                  f"{result.url or '(no URL reported)'}, serving {result.storage_uri}")
+
+
+@app.command()
+def models(name: str = typer.Argument(None, help="One registered model [default: all].")) -> None:
+    """List registered models with their versions, aliases and test MAE."""
+    from informerflow import tracking
+
+    tracking.configure()
+    table = Table("model", "version", "aliases", "test MAE", "data sha256", "run")
+    for row in tracking.list_versions(name):
+        mae = "" if row.test_mae is None else f"{row.test_mae:.6f}"
+        table.add_row(row.name, row.version, ", ".join(row.aliases), mae,
+                      (row.data_sha256 or "")[:12], row.run_id)
+    console.print(table)
+
+
+@app.command()
+def promote(name: str, version: str,
+            alias: str = typer.Option("champion", help="Alias to move.")) -> None:
+    """Move an alias (champion by default) to a version explicitly."""
+    from informerflow import tracking
+
+    tracking.configure()
+    previous = tracking.promote(name, version, alias)
+    was = f" (was version {previous})" if previous else ""
+    console.print(f"{name} version {version} is now {alias}{was}")
+
+
+@app.command()
+def compare(run_ids: list[str] = typer.Argument(..., help="MLflow run ids.")) -> None:
+    """Print runs' params and metrics side by side (differing params first)."""
+    from informerflow import tracking
+
+    tracking.configure()
+    table_data = tracking.compare_runs(run_ids)
+    for section in ("params", "metrics"):
+        table = Table(section, *[r[:8] for r in run_ids], title=section)
+        rows = sorted(table_data[section].items(),
+                      key=lambda kv: (len(set(kv[1].values())) == 1, kv[0]))
+        for key, values in rows:
+            table.add_row(key, *[values.get(r, "") for r in run_ids])
+        console.print(table)
+
+
 @endpoints_app.callback()
 def endpoints_list(ctx: typer.Context) -> None:
     """List local endpoints (stop one with `informerflow endpoints stop NAME`)."""

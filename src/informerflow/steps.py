@@ -18,6 +18,7 @@ import json
 import logging
 import tempfile
 import time
+import traceback
 from dataclasses import asdict
 from pathlib import Path
 
@@ -133,9 +134,15 @@ def train_step(dataset_dir: str | Path, model_dir: str | Path) -> str:
     data = prepare(series, cfg)
     tracking.configure()
     experiment_id = tracking.ensure_experiment(experiment_name(cfg, series.source))
-    with mlflow.start_run(experiment_id=experiment_id) as run:
+    with mlflow.start_run(experiment_id=experiment_id, log_system_metrics=True) as run:
         _log_inputs(cfg, series, report, Path(dataset_dir))
-        result = train(data, _tracking_callbacks())
+        try:
+            result = train(data, _tracking_callbacks())
+        except Exception as exc:
+            # MLflow marks the run FAILED on the way out; the tag and the traceback say why.
+            mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
+            mlflow.log_text(traceback.format_exc(limit=20), "error/traceback.txt")
+            raise
         mlflow.log_metrics({"best_epoch": result.best_epoch + 1,
                             "best_val_loss": result.best_val_loss})
         mlflow.set_tag("stopped_early", str(result.stopped_early).lower())

@@ -18,6 +18,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from informerflow import __version__, state
+from informerflow.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -111,3 +112,61 @@ def _champion(client: MlflowClient, name: str):
         return client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         return None
+
+
+@dataclass
+class VersionRow:
+    name: str
+    version: str
+    aliases: list[str]
+    run_id: str
+    test_mae: float | None
+    data_sha256: str | None
+
+
+def list_versions(name: str | None = None) -> list[VersionRow]:
+    """Every version of every registered model (or of ``name``), newest first."""
+    client = MlflowClient()
+    names = [name] if name else [m.name for m in client.search_registered_models()]
+    rows = []
+    for model_name in names:
+        for found in client.search_model_versions(f"name = '{model_name}'"):
+            # search results leave aliases empty on some stores; a direct get fills them.
+            v = client.get_model_version(model_name, found.version)
+            run = client.get_run(v.run_id) if v.run_id else None
+            rows.append(VersionRow(
+                model_name, str(v.version), sorted(v.aliases or []), v.run_id or "",
+                run.data.metrics.get("test_mae") if run else None,
+                run.data.tags.get(DATA_SHA_TAG) if run else None,
+            ))
+    return sorted(rows, key=lambda r: (r.name, -int(r.version)))
+
+
+def promote(name: str, version: str, alias: str = CHAMPION) -> str | None:
+    """Point ``alias`` at ``version`` explicitly; returns the version it pointed to before."""
+    client = MlflowClient()
+    try:
+        client.get_model_version(name, version)
+    except MlflowException as exc:
+        raise ConfigError(f"model {name!r} has no version {version}; see `informerflow models`") \
+            from exc
+    previous = _champion(client, name) if alias == CHAMPION else None
+    client.set_registered_model_alias(name, alias, version)
+    client.set_model_version_tag(name, version, "alias_reason", f"promoted to {alias} by hand")
+    return str(previous.version) if previous else None
+
+
+def compare_runs(run_ids: list[str]) -> dict[str, dict[str, dict[str, str]]]:
+    """``{"params"|"metrics": {key: {run_id: value}}}`` for the given runs, side by side."""
+    client = MlflowClient()
+    table: dict[str, dict[str, dict[str, str]]] = {"params": {}, "metrics": {}}
+    for run_id in run_ids:
+        try:
+            run = client.get_run(run_id)
+        except MlflowException as exc:
+            raise ConfigError(f"no run with id {run_id!r} in {mlflow.get_tracking_uri()}") from exc
+        for key, value in run.data.params.items():
+            table["params"].setdefault(key, {})[run_id] = value
+        for key, value in run.data.metrics.items():
+            table["metrics"].setdefault(key, {})[run_id] = f"{value:.6g}"
+    return table

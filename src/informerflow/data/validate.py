@@ -120,22 +120,22 @@ def parse_stamps(
     if pd.api.types.is_datetime64_any_dtype(col.dtype):
         return _finish(ParsedStamps(col.astype("datetime64[ns]")), col, rows, name)
     if pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
-        values = col.to_numpy(dtype=np.float64, na_value=np.nan)
-        return _finish(_from_epochs(values, epoch_unit, name), col, rows, name)
+        numbers = [None if pd.isna(v) else round(v) for v in col.tolist()]
+        return _finish(_from_epochs(numbers, epoch_unit, name), col, rows, name)
 
     text = col.astype(str).str.strip()
     present = ~text.str.lower().isin(MISSING_TOKENS)
     if present.any() and _INT_TEXT.match(text[present].iloc[0]) and (
         text[present].str.match(_INT_TEXT).all()
     ):
-        values = np.full(len(text), np.nan)
-        values[present.to_numpy()] = [float(v) for v in text[present]]
         for digits, fmt, what in ((8, "%Y%m%d", "YYYYMMDD dates"), (4, "%Y", "years")):
             if epoch_unit is None and _looks_like_dates(text[present], digits, fmt):
                 stamps = pd.to_datetime(text.where(present), format=fmt, errors="coerce")
                 note = f"column {name}: {digits}-digit integers read as {what}"
                 return _finish(ParsedStamps(stamps, notes=[note]), col, rows, name)
-        return _finish(_from_epochs(values, epoch_unit, name), col, rows, name)
+        # Python ints: float64 would round nanosecond epochs to multiples of 256 ns.
+        numbers = [int(v) if ok else None for v, ok in zip(text, present, strict=True)]
+        return _finish(_from_epochs(numbers, epoch_unit, name), col, rows, name)
     return _finish(_from_text(text.where(present, ""), rows, name), col, rows, name)
 
 
@@ -149,40 +149,44 @@ def _looks_like_dates(text: pd.Series, digits: int, fmt: str) -> bool:
 
 def infer_epoch_unit(values: np.ndarray) -> tuple[str, str]:
     """The unit of integer epochs and why it was chosen (see the module docstring)."""
-    finite = np.unique(values[np.isfinite(values)])
-    steps = np.diff(finite)
+    if values.dtype.kind == "f":
+        values = values[np.isfinite(values)].astype(np.int64)
+    finite = np.unique(values)
+    steps = _spans(finite)
+    largest = max(abs(int(finite[0])), abs(int(finite[-1]))) if finite.size else 0  # exact
     if steps.size:
         median = float(np.median(steps))
         fits = [
             unit for unit, ns in EPOCH_UNITS.items()
             if median.is_integer() and (median * ns) % 10**9 == 0
             and (median * ns) // 10**9 in _ROUND_STEPS_S
+            and largest * ns < _INT64_MAX  # the unit must keep every stamp within 1677-2262
         ]
         if len(fits) == 1:
             return fits[0], f"the median step {median:.0f} is a round interval in {fits[0]}"
-    largest = float(np.max(np.abs(finite))) if finite.size else 0.0
     unit = "s" if largest < 1e11 else "ms" if largest < 1e14 else "us" if largest < 1e17 else "ns"
-    return unit, f"the largest value {largest:.0f} is in the range of {unit} epochs"
+    return unit, f"the largest value {largest} is in the range of {unit} epochs"
 
 
-def _from_epochs(values: np.ndarray, epoch_unit: str | None, name: str) -> ParsedStamps:
+def _from_epochs(numbers: list[int | None], epoch_unit: str | None, name: str) -> ParsedStamps:
     # Known shortcomings: integer stamps of 1900..2100 in text are years and 8-digit ones in that
     # range are YYYYMMDD, so "seconds since trace start" files whose stamps all fall in those
     # ranges need data.epoch_unit. Fractional epochs in text ("1.6e9") are reported as
     # unparseable. Parquet integer columns are always epochs.
+    fits = np.array([v is not None and abs(v) <= _INT64_MAX for v in numbers], dtype=bool)
+    values = np.array([v if ok else 0 for v, ok in zip(numbers, fits, strict=True)],
+                      dtype=np.int64)
     notes = []
     if epoch_unit is None:
-        epoch_unit, why = infer_epoch_unit(values)
+        epoch_unit, why = infer_epoch_unit(values[fits])
         notes.append(
             f"column {name}: integer stamps read as {epoch_unit} since 1970-01-01 because {why}; "
             "set data.epoch_unit to override"
         )
     scale = EPOCH_UNITS[epoch_unit]
-    with np.errstate(invalid="ignore"):
-        ns = values * scale
-    usable = np.isfinite(ns) & (np.abs(ns) < _INT64_MAX)
+    usable = fits & (np.abs(values) <= _INT64_MAX // scale)
     out = np.full(len(values), np.datetime64("NaT"), dtype="datetime64[ns]")
-    out[usable] = np.round(ns[usable]).astype(np.int64).astype("datetime64[ns]")
+    out[usable] = (values[usable] * scale).astype("datetime64[ns]")
     return ParsedStamps(pd.Series(out), notes=notes)
 
 

@@ -144,6 +144,8 @@ class DecoderLayer(nn.Module):
 
 
 class Decoder(nn.Module):
+    """The generative decoder's layers, a final LayerNorm and the projection to c_out."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.layers = nn.ModuleList(DecoderLayer(cfg, seed=1000 + i) for i in range(cfg.d_layers))
@@ -200,7 +202,14 @@ class Informer(nn.Module):
             out = self.revin.denormalise(out, mean, std)
         return out
 
-    def _check_inputs(self, x_enc, x_mark_enc, x_dec, x_mark_dec) -> None:
+    def _check_inputs(
+        self,
+        x_enc: torch.Tensor,
+        x_mark_enc: torch.Tensor,
+        x_dec: torch.Tensor,
+        x_mark_dec: torch.Tensor,
+    ) -> None:
+        """Raise DataError naming every input whose shape does not match the config."""
         cfg = self.cfg
         B = x_enc.shape[0]
         dec_len = cfg.label_len + cfg.pred_len
