@@ -7,12 +7,9 @@ Every InformerflowError becomes one readable message block and an exit code from
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 
 import typer
@@ -58,7 +55,8 @@ def _global(
 @app.command()
 def run(
     data: str = typer.Option(None, "--data", "-d",
-                             help="CSV or Parquet file [default: the bundled Alibaba pod CPU series]."),
+                             help="CSV or Parquet file [default: the bundled Alibaba pod CPU "
+                                  "series]."),
     target: str = typer.Option(_D.target, help="Column to forecast."),
     features: str = typer.Option(_D.features, help="S univariate, M all->all, MS all->target."),
     time_col: str = typer.Option(None, help="Time column [default: found by name]."),
@@ -66,7 +64,8 @@ def run(
     freq: str = typer.Option(None, help="Force the frequency (pandas alias, e.g. 15min, B)."),
     missing: str = typer.Option(_D.missing, help="NaN cells: error, interpolate or ffill."),
     duplicates: str = typer.Option(_D.duplicates, help="Repeated stamps: error, last or mean."),
-    gaps: str = typer.Option(_D.gaps, help="Short gaps (<= --max-gap-steps): interpolate, ffill, error."),
+    gaps: str = typer.Option(_D.gaps,
+                             help="Short gaps (<= --max-gap-steps): interpolate, ffill, error."),
     max_gap_steps: int = typer.Option(_D.max_gap_steps, help="Longest gap that may be filled."),
     seq_len: int = typer.Option(_M.seq_len, help="Encoder input length."),
     label_len: int = typer.Option(_M.label_len, help="Known steps fed to the decoder."),
@@ -76,8 +75,10 @@ def run(
     d_ff: int = typer.Option(_M.d_ff), factor: int = typer.Option(_M.factor),
     dropout: float = typer.Option(_M.dropout),
     attn: str = typer.Option(_M.attn, help="prob (ProbSparse) or full."),
+    revin: bool = typer.Option(_M.revin, help="Reversible instance normalisation of inputs."),
     epochs: int = typer.Option(_T.epochs), batch_size: int = typer.Option(_T.batch_size),
     learning_rate: float = typer.Option(_T.learning_rate, "--lr"),
+    loss: str = typer.Option(_T.loss, help="Training loss: mse (the paper) or mae."),
     patience: int = typer.Option(_T.patience), seed: int = typer.Option(_T.seed),
     max_train_windows: int = typer.Option(
         _T.max_train_windows, help="Sample at most this many training windows per epoch."),
@@ -96,9 +97,10 @@ def run(
         model=ModelConfig(seq_len=seq_len, label_len=label_len, pred_len=pred_len,
                           d_model=d_model, n_heads=n_heads, e_layers=e_layers,
                           d_layers=d_layers, d_ff=d_ff, factor=factor, dropout=dropout,
-                          attn=attn),
+                          attn=attn, revin=revin),
         train=TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                          patience=patience, seed=seed, max_train_windows=max_train_windows),
+                          loss=loss, patience=patience, seed=seed,
+                          max_train_windows=max_train_windows),
         experiment=experiment, model_name=model_name, endpoint=endpoint, port=port,
         deploy=deploy,
     )
@@ -307,7 +309,8 @@ def _print_summary(summary: dict) -> None:
     console.print(f"Registered [bold]{reg['name']}[/] version {reg['version']} as "
                   f"[bold]{reg['alias']}[/]: {reg['reason']}")
     if dep and not dep.get("skipped"):
-        console.print(f"Endpoint [bold]{dep['name']}[/] at {dep['url']} serving v{dep['model_version']}")
+        console.print(f"Endpoint [bold]{dep['name']}[/] at {dep['url']} "
+                      f"serving v{dep['model_version']}")
         console.print("Try it:\n" + summary["curl"], markup=False, soft_wrap=True)
         console.print(f"Stop it: informerflow endpoints stop {dep['name']}")
     console.print("Experiment UI: informerflow ui  (then open http://127.0.0.1:5000)")

@@ -82,7 +82,9 @@ HTTP_STATUS: dict[type[InformerflowError], int] = {
 }
 
 
-def _lookup(table: dict[type[InformerflowError], int], error: InformerflowError, default: int) -> int:
+def _lookup(
+    table: dict[type[InformerflowError], int], error: InformerflowError, default: int
+) -> int:
     for cls in type(error).__mro__:
         if cls in table:
             return table[cls]

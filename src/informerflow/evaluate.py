@@ -81,7 +81,8 @@ def naive_baselines(
     last = series[enc_end - 1]  # (W, O)
     back = (enc_end[:, None] + steps[None, :]) - period  # (W, P)
     if (back < 0).any():
-        log.warning("seasonal naive: %d windows reach before the first row", (back < 0).any(1).sum())
+        log.warning("seasonal naive: %d windows reach before the first row",
+                    (back < 0).any(axis=1).sum())
     back = np.where(back < 0, starts[:, None], back)
     means = np.stack([series[s : s + seq_len].mean(axis=0) for s in starts])  # (W, O)
     return {
@@ -197,7 +198,9 @@ def _predict(model, data: PreparedData, s: SeriesArrays, batch_size: int) -> np.
     return np.concatenate(outs)
 
 
-def _ridge_inputs(s: SeriesArrays, starts: np.ndarray, data: PreparedData) -> tuple[np.ndarray, np.ndarray]:
+def _ridge_inputs(
+    s: SeriesArrays, starts: np.ndarray, data: PreparedData
+) -> tuple[np.ndarray, np.ndarray]:
     m = data.config.model
     idx = starts[:, None] + np.arange(m.seq_len)[None, :]  # (W, L)
     windows = s.scaled[:, data.out_idx][idx]  # (W, L, O)

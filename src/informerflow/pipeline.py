@@ -69,7 +69,7 @@ def register_op(run_id: str, model_name: str, evaluation: str) -> str:
 
 
 def deploy_op(registration: str, endpoint: str, port: int, enabled: bool) -> str:
-    """Serve the champion on a local endpoint (on a cluster: ``informerflow deploy --target kserve``)."""
+    """Serve the champion on a local endpoint (a cluster uses ``deploy --target kserve``)."""
     import json
 
     from informerflow.steps import deploy_step

@@ -49,13 +49,18 @@ class InformerPyfunc(mlflow.pyfunc.PythonModel):
         horizon = (params or {}).get("horizon")
         if horizon is None:
             return out
-        return trim_horizon(out, int(horizon), self.forecaster.pred_len, self.forecaster.spec.id_col)
+        f = self.forecaster
+        return trim_horizon(out, int(horizon), f.pred_len, f.spec.id_col)
 
 
-def trim_horizon(out: pd.DataFrame, horizon: int, pred_len: int, id_col: str | None) -> pd.DataFrame:
+def trim_horizon(
+    out: pd.DataFrame, horizon: int, pred_len: int, id_col: str | None
+) -> pd.DataFrame:
     """Keep the first ``horizon`` steps of each series' forecast."""
     if not 1 <= horizon <= pred_len:
-        raise RequestError(f"horizon must be in 1..{pred_len} (the model's pred_len), got {horizon}")
+        raise RequestError(
+            f"horizon must be in 1..{pred_len} (the model's pred_len), got {horizon}"
+        )
     if id_col and id_col in out.columns:
         return out.groupby(id_col, sort=False).head(horizon).reset_index(drop=True)
     return out.head(horizon)

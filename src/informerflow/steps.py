@@ -31,7 +31,7 @@ from informerflow.data.ingest import LoadedSeries, load_series
 from informerflow.data.prepare import prepare
 from informerflow.errors import InformerflowError
 from informerflow.evaluate import assess
-from informerflow.forecaster import ForecastSpec, Forecaster
+from informerflow.forecaster import Forecaster, ForecastSpec
 from informerflow.pyfunc import input_example, log_forecaster
 from informerflow.train import Callbacks, EpochResult, train
 

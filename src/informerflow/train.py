@@ -26,6 +26,9 @@ from informerflow.model import build_model
 log = logging.getLogger(__name__)
 
 
+LOSSES = {"mse": torch.nn.functional.mse_loss, "mae": torch.nn.functional.l1_loss}
+
+
 @dataclass
 class EpochResult:
     epoch: int
@@ -78,14 +81,15 @@ def learning_rate(cfg: TrainConfig, epoch: int) -> float:
 
 
 def evaluate_loss(model: torch.nn.Module, dataset: Dataset, batch_size: int,
-                  device: torch.device) -> float:
-    """Mean squared error over every window of ``dataset`` (no partial batch dropped)."""
+                  device: torch.device, kind: str = "mse") -> float:
+    """Mean squared (or absolute) error over every window of ``dataset``, none dropped."""
     model.eval()
     total, count = 0.0, 0
     with torch.inference_mode():
         for x_enc, m_enc, x_dec, m_dec, y in DataLoader(dataset, batch_size=batch_size):
             pred = model(x_enc.to(device), m_enc.to(device), x_dec.to(device), m_dec.to(device))
-            total += float(torch.sum((pred - y.to(device)) ** 2))
+            err = pred - y.to(device)
+            total += float(torch.sum(err**2 if kind == "mse" else err.abs()))
             count += y.numel()
     return total / count if count else math.nan
 
@@ -115,8 +119,9 @@ def train(data: PreparedData, callbacks: Callbacks | None = None) -> TrainResult
         for group in optimizer.param_groups:
             group["lr"] = lr
         callbacks.on_epoch_start(epoch, len(loader))
-        train_loss = _train_epoch(model, loader, optimizer, cfg.train.clip_grad, device, callbacks)
-        val_loss = evaluate_loss(model, val_set, cfg.train.batch_size, device)
+        train_loss = _train_epoch(model, loader, optimizer, LOSSES[cfg.train.loss],
+                                  cfg.train.clip_grad, device, callbacks)
+        val_loss = evaluate_loss(model, val_set, cfg.train.batch_size, device, cfg.train.loss)
         # NaN compares False with everything, so a NaN loss can never count as an improvement.
         improved = val_loss < result.best_val_loss
         if improved:
@@ -145,13 +150,13 @@ def train(data: PreparedData, callbacks: Callbacks | None = None) -> TrainResult
     return result
 
 
-def _train_epoch(model, loader, optimizer, clip_grad, device, callbacks) -> float:
+def _train_epoch(model, loader, optimizer, loss_fn, clip_grad, device, callbacks) -> float:
     model.train()
     total, batches = 0.0, 0
     for i, (x_enc, m_enc, x_dec, m_dec, y) in enumerate(loader):
         optimizer.zero_grad(set_to_none=True)
         pred = model(x_enc.to(device), m_enc.to(device), x_dec.to(device), m_dec.to(device))
-        loss = torch.nn.functional.mse_loss(pred, y.to(device))  # (B, P, O) vs (B, P, O)
+        loss = loss_fn(pred, y.to(device))  # (B, P, O) vs (B, P, O)
         loss.backward()
         if clip_grad > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)

@@ -101,12 +101,14 @@ def check_storage_uri(uri: str) -> str:
             f"--storage-uri {uri!r} cannot be read by KServe's storage initializer: use one of "
             f"{allowed} pointing at the MLflow model directory (the one holding MLmodel)"
         )
-    if not parts.netloc or any(ch.isspace() for ch in uri):
-        what = "claim name" if parts.scheme == "pvc" else "bucket"
+    if not parts.netloc:
+        what, placeholder = ("claim name", "CLAIM") if parts.scheme == "pvc" else ("bucket",
+                                                                                  "BUCKET")
         raise ConfigError(
-            f"--storage-uri {uri!r} has no {what}: write {parts.scheme}://{what.upper()}/PATH "
-            "without spaces"
+            f"--storage-uri {uri!r} has no {what}: write {parts.scheme}://{placeholder}/PATH"
         )
+    if any(ch.isspace() for ch in uri):
+        raise ConfigError(f"--storage-uri {uri!r} contains whitespace; URL-encode it or rename")
     return uri
 
 
