@@ -45,7 +45,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp \
     INFORMERFLOW_HOME=/tmp/informerflow \
-    MPLCONFIGDIR=/tmp/matplotlib
+    MPLCONFIGDIR=/tmp/matplotlib \
+    MLFLOW_DISABLE_TELEMETRY=true
 WORKDIR /tmp
 USER 1000:1000
 EXPOSE 8080

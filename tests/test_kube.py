@@ -171,7 +171,7 @@ def cluster(tmp_path):
 
     def start(**behaviour: Any) -> tuple[FakeKube, str]:
         fake = FakeKube(**behaviour)
-        threading.Thread(target=fake.server.serve_forever, daemon=True).start()
+        threading.Thread(target=fake.server.serve_forever, args=(0.05,), daemon=True).start()
         started.append(fake)
         return fake, str(write_kubeconfig(tmp_path / f"kubeconfig-{len(started)}", fake.url))
 

@@ -303,6 +303,12 @@ def _print_summary(summary: dict) -> None:
         table.add_row(name, f"{m['mae']:.6f}", f"{m['rmse']:.6f}", f"{m['mape']:.2f}",
                       f"{m['r2']:.4f}", style=style)
     console.print(table)
+    per_series = evaluation.get("per_series") or {}
+    if per_series:
+        by_series = Table("series", "MAE", "RMSE", "MAPE %", title="Informer per series")
+        for sid, m in per_series.items():
+            by_series.add_row(sid, f"{m['mae']:.6f}", f"{m['rmse']:.6f}", f"{m['mape']:.2f}")
+        console.print(by_series)
     gain = 100 * (1 - evaluation["metrics"]["mae"] / best_base)
     console.print(f"Informer MAE vs best baseline: {gain:+.1f}% "
                   f"({'better' if gain > 0 else 'worse'}) over {evaluation['n_windows']} windows")

@@ -222,7 +222,7 @@ def evaluate_step(dataset_dir: str | Path, model_dir: str | Path, run_id: str) -
         info = log_forecaster(forecaster, example)
         mlflow.set_tag("model_uri", info.model_uri)
     progress.emit("evaluated", metrics=result.metrics, baselines=result.baselines,
-                  n_windows=result.n_windows)
+                  n_windows=result.n_windows, per_series=result.per_series)
     return {"metrics": result.metrics, "baselines": result.baselines,
             "model_uri": info.model_uri, "n_windows": result.n_windows}
 

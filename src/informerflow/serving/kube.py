@@ -198,6 +198,8 @@ def _container(
         {"name": "INFORMERFLOW_HOME", "value": f"{SCRATCH}/informerflow"},
         {"name": "HOME", "value": SCRATCH},
         {"name": "MPLCONFIGDIR", "value": f"{SCRATCH}/matplotlib"},
+        # MLflow would otherwise report usage from the pod to an outside endpoint.
+        {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"},
     ]
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
