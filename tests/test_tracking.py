@@ -147,3 +147,9 @@ def test_list_versions_promote_and_compare(experiment: str) -> None:
     assert table["metrics"]["test_mae"] == {run_a: "0.5", run_b: "0.7"}
     with pytest.raises(ConfigError, match="no run with id 'nope'"):
         tracking.compare_runs(["nope"])
+
+
+def test_redact_hides_passwords_only() -> None:
+    assert tracking.redact("postgresql://ml:s3cr3t@db:5432/mlflow") == (
+        "postgresql://ml:***@db:5432/mlflow")
+    assert tracking.redact("sqlite:////tmp/x/mlflow.db") == "sqlite:////tmp/x/mlflow.db"

@@ -320,7 +320,9 @@ def main() -> None:
         tracking_uri, window = train_and_register(home)
         ours_body, theirs_body = request_bodies(window)
         model_uri = f"models:/{MODEL_NAME}@champion"
-        env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
+        # `mlflow models serve` runs `uvicorn` by name: the venv's bin must be on PATH.
+        path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+        env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PATH": path}
         ports = {"informerflow": free_port(), "mlflow": free_port()}
         commands = {
             # Defaults as shipped: micro-batching on, torch threads min(2, cores // 2).

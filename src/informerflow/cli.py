@@ -148,6 +148,29 @@ def ui(port: int = typer.Option(5000), host: str = typer.Option("127.0.0.1")) ->
                     "--host", host, "--port", str(port)], check=False)
 
 
+@app.command("tracking-server")
+def tracking_server(
+    host: str = typer.Option("127.0.0.1", help="Interface to bind; 0.0.0.0 opens it to a team."),
+    port: int = typer.Option(5000),
+    backend_store_uri: str = typer.Option(
+        None, help="e.g. postgresql://user:pass@db/mlflow [default: SQLite in the state dir]."),
+    artifacts_destination: str = typer.Option(
+        None, help="Where the server stores artifacts (s3://..., a path) [default: state dir]."),
+) -> None:
+    """Start an MLflow tracking server; point runs at it with --tracking-uri."""
+    import subprocess
+
+    from informerflow import tracking
+
+    backend = backend_store_uri or state.tracking_uri()
+    artifacts = artifacts_destination or state.artifact_root()
+    console.print(f"MLflow tracking server on http://{host}:{port} "
+                  f"(store {tracking.redact(backend)}); Ctrl+C stops it")
+    subprocess.run([sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port),
+                    "--backend-store-uri", backend, "--artifacts-destination", artifacts],
+                   check=False)
+
+
 @app.command()
 def serve(
     model_uri: str = typer.Argument(..., help="models:/NAME@champion, models:/NAME/3 or a dir."),

@@ -12,6 +12,7 @@ import math
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
 from mlflow import MlflowClient
@@ -60,6 +61,15 @@ def code_version() -> dict[str, str]:
     tags["code.git_commit"] = commit.stdout.strip()
     tags["code.git_dirty"] = str(bool(dirty.stdout.strip())).lower()
     return tags
+
+
+def redact(uri: str) -> str:
+    """``uri`` with any password replaced, fit for logs and terminals."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 @dataclass
