@@ -77,6 +77,6 @@ def test_too_short_series_in_a_request_names_the_rule(long_csv, tmp_path, mlflow
     steps.train_step(tmp_path / "ds", tmp_path / "model")
     forecaster = Forecaster.load(tmp_path / "model")
     frame = pd.read_csv(long_csv).rename(columns={"ds": "timestamp"}).groupby("unique_id").tail(10)
-    with pytest.raises(RequestError, match="too few rows: the model needs the last 16 rows, got 10"
-                       ):
+    expected = "too few rows: the model needs the last 16 rows, got 10"
+    with pytest.raises(RequestError, match=expected):
         forecaster.forecast(frame)
