@@ -8,6 +8,8 @@ measured one after the other, so drifting load on a shared machine hits both ali
 
 Each client is a thread with its own keep-alive HTTP connection sending requests back to back
 for the level's duration; latency is per request, throughput is answered requests per second.
+Server CPU per request (user + system time of the server's whole process group, divided by the
+requests answered) is recorded too: on a shared machine it is steadier than wall-clock numbers.
 
 Usage:
     .venv/bin/python bench/serving/run.py --quick   # ~5 s per level and server, ~3 minutes
@@ -59,6 +61,7 @@ class Target:
     port: int
     path: str
     body: bytes
+    pgid: int  # the server's process group (its session leader's pid)
 
 
 @dataclass
@@ -74,6 +77,7 @@ class Level:
     p99_ms: float
     mean_ms: float
     rps: float
+    cpu_ms_per_request: float
 
 
 # -- the model ---------------------------------------------------------------------------------
@@ -198,10 +202,24 @@ def client_loop(target: Target, stop_at: float, latencies: list[float],
             latencies.extend(mine)
 
 
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds of every live process in process group ``pgid`` (Linux)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we looked
+            continue
+        if int(fields[2]) == pgid:  # fields after the name: state, ppid, pgrp, ...
+            total += int(fields[11]) + int(fields[12])  # utime, stime in clock ticks
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def measure(target: Target, clients: int, seconds: float) -> Level:
     latencies: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
+    cpu_before = group_cpu_seconds(target.pgid)
     started = time.perf_counter()
     stop_at = started + seconds
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
@@ -209,6 +227,7 @@ def measure(target: Target, clients: int, seconds: float) -> Level:
                        for _ in range(clients)]:
             future.result()
     elapsed = time.perf_counter() - started  # includes the last in-flight requests
+    cpu = group_cpu_seconds(target.pgid) - cpu_before
     if errors:
         log.warning("%s at %d clients: %d errors, first: %s", target.server, clients,
                     len(errors), errors[0])
@@ -218,6 +237,7 @@ def measure(target: Target, clients: int, seconds: float) -> Level:
         requests=len(latencies), errors=len(errors),
         p50_ms=round(percentile(ms, 50), 2), p99_ms=round(percentile(ms, 99), 2),
         mean_ms=round(statistics.fmean(ms), 2), rps=round(len(latencies) / elapsed, 1),
+        cpu_ms_per_request=round(1000 * cpu / max(len(latencies), 1), 1),
     )
 
 
@@ -276,17 +296,18 @@ def write_markdown(path: Path, result: dict[str, Any]) -> None:
         "# Serving: informerflow vs `mlflow models serve`",
         "",
         f"{result['mode']} mode, {result['seconds_per_level']:g} s per level and server, "
-        f"{env['date']}, {env['cpu_count']} CPUs, load average at start "
-        f"{', '.join(map(str, env['load_avg_at_start']))}.",
+        f"{env['date']}, {env['cpu_count']} CPUs, 1-minute load average "
+        f"{env['load_avg_at_start'][0]} before and {env['load_avg_at_end'][0]} after.",
         f"One {MODEL['seq_len']}-step window per request, {MODEL['pred_len']}-step forecast, "
         f"the same registered model (`models:/{MODEL_NAME}@champion`) on both servers.",
         "",
-        "| server | clients | p50 ms | p99 ms | req/s | requests | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| server | clients | p50 ms | p99 ms | req/s | server CPU ms/req | requests | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for lv in levels:
         lines.append(f"| {lv.server} | {lv.clients} | {lv.p50_ms:.1f} | {lv.p99_ms:.1f} | "
-                     f"{lv.rps:.1f} | {lv.requests} | {lv.errors} |")
+                     f"{lv.rps:.1f} | {lv.cpu_ms_per_request:.1f} | {lv.requests} | "
+                     f"{lv.errors} |")
     ratio = result["throughput_ratio"]
     lines += [
         "",
@@ -342,8 +363,8 @@ def main() -> None:
 
         targets = [
             Target("informerflow", ports["informerflow"], f"/v2/models/{MODEL_NAME}/infer",
-                   ours_body),
-            Target("mlflow", ports["mlflow"], "/invocations", theirs_body),
+                   ours_body, processes[0].pid),
+            Target("mlflow", ports["mlflow"], "/invocations", theirs_body, processes[1].pid),
         ]
         column = window["columns"][-1]
         answers = {t.server: forecast_values(t.server, warm_up(t), column) for t in targets}
@@ -361,6 +382,7 @@ def main() -> None:
         else:
             shutil.rmtree(home, ignore_errors=True)
 
+    env_info["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     result = {
         "mode": "quick" if args.quick else "full", "seconds_per_level": seconds,
         "environment": env_info, "model": MODEL, "train": TRAIN,

@@ -50,7 +50,9 @@ class ProbAttention(nn.Module):
     U = factor * ceil(ln S) keys sampled without replacement (paper eq. 4, section 3.1); the
     paper's code draws a separate sample per query, here all queries share one sample. The top
     u = factor * ceil(ln L) queries get full attention; the others output mean(V), or cumsum(V)
-    in the masked (decoder) case, as the paper prescribes. Both counts are clamped to 1..length.
+    in the masked (decoder) case, as the paper's code does. Both counts are clamped to 1..length.
+    Known quirk, kept for fidelity: cumsum is not normalised, so a lazy decoder query's output
+    grows with its position; the LayerNorm after the residual absorbs most of that.
 
     In eval mode the key sample comes from a local generator seeded with ``seed`` on every
     forward, so a forecast is reproducible, leaves the global RNG alone and does not depend on
