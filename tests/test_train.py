@@ -12,10 +12,17 @@ import torch
 
 from informerflow.config import TrainConfig
 from informerflow.data.prepare import prepare
-from informerflow.errors import ConfigError
+from informerflow.errors import ConfigError, TrainingError
 from informerflow.evaluate import assess
 from informerflow.forecaster import Forecaster, ForecastSpec
-from informerflow.train import Callbacks, evaluate_loss, learning_rate, resolve_device, train
+from informerflow.train import (
+    Callbacks,
+    EpochResult,
+    evaluate_loss,
+    learning_rate,
+    resolve_device,
+    train,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
@@ -84,13 +91,16 @@ def test_nan_validation_loss_never_counts_as_improvement(make_series,
     y = 10 + np.sin(2 * np.pi * t / 24)
     y[300] = np.nan  # a validation row: every validation window covering it scores NaN
     data = prepared(make_series({"y": y}, target="y"), tiny_config, epochs=5, patience=2)
-    result = train(data)
+    seen: list[EpochResult] = []
+    callbacks = Callbacks(on_epoch_end=seen.append)
+    # Never finite means no usable checkpoint: training stops with a typed error, and the
+    # patience counter ran out after 2 epochs because NaN never counted as an improvement.
+    with pytest.raises(TrainingError, match="validation loss was never finite in 2 epochs"):
+        train(data, callbacks)
 
-    assert [math.isnan(e.val_loss) for e in result.history] == [True, True]
-    assert not any(e.improved for e in result.history)
-    assert all(math.isfinite(e.train_loss) for e in result.history)
-    assert result.best_val_loss == math.inf
-    assert result.stopped_early
+    assert [math.isnan(e.val_loss) for e in seen] == [True, True]
+    assert not any(e.improved for e in seen)
+    assert all(math.isfinite(e.train_loss) for e in seen)
 
 
 def test_patience_one_stops_after_the_first_epoch_without_improvement(
