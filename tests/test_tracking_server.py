@@ -75,7 +75,8 @@ def tracking_server(postgres, tmp_path_factory):
     log = open(home / "server.log", "w")
     server = subprocess.Popen(
         [sys.executable, "-m", "informerflow.cli", "tracking-server", "--port", str(port),
-         "--backend-store-uri", postgres.replace("postgresql://", "postgresql+psycopg2://"), "--artifacts-destination", str(home / "artifacts")],
+         "--backend-store-uri", postgres.replace("postgresql://", "postgresql+psycopg2://"),
+         "--artifacts-destination", str(home / "artifacts")],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
