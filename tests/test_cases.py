@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import gzip
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from _paths import SHARED
 from informerflow.config import DataConfig, ModelConfig
 from informerflow.data.ingest import BUNDLED, load_series
 from informerflow.data.windows import split_bounds
 from informerflow.errors import DataError, DataValidationError
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 CASES = SHARED / "cases" / "ingest"
 POD_MS = SHARED / "data" / "alibaba-pod" / "MS_25215_MS_25215_POD_372_utilization.csv"
 
-pytestmark = pytest.mark.skipif(not CASES.is_dir(), reason="shared cases folder not mounted")
 
 
 def case(name: str, **options) -> DataConfig:

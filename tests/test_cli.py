@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-CASES = Path(__file__).resolve().parents[2] / "shared" / "cases" / "ingest"
+from _paths import SHARED
+
+CASES = SHARED / "cases" / "ingest"
 
 
 def _cli(args: list[str], home: Path) -> subprocess.CompletedProcess:

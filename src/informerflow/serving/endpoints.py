@@ -79,7 +79,10 @@ def bind_listener(host: str, port: int) -> socket.socket:
         DeploymentError: naming the address when it is in use or cannot be bound.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on connections whose socket reports
+    # that protocol, and accepted sockets inherit the listener's (0 when left to the default).
+    # Without it every response waits ~40 ms for the client's delayed ACK (Nagle's algorithm).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     # Lets a restarted server reuse a port whose old connections linger in TIME_WAIT; a port
     # with a live listener still fails.
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
