@@ -477,3 +477,32 @@ def test_cli_local_target_starts_an_endpoint_from_a_model_directory(tmp_path, mo
     finally:
         for endpoint in list_endpoints():
             stop_endpoint(endpoint.name)
+
+
+# -- the listener the server binds (in a pod and locally) --------------------------------------
+
+
+def test_connections_to_the_server_listener_get_tcp_nodelay():
+    """Without TCP_NODELAY each answer waited ~40 ms for the client's delayed ACK."""
+    import asyncio
+    import socket
+
+    from informerflow.serving.endpoints import bind_listener
+
+    async def accepted_nodelay() -> int:
+        seen: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            sock = writer.get_extra_info("socket")
+            seen.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        listener = bind_listener("127.0.0.1", 0)
+        server = await asyncio.start_server(on_connect, sock=listener)
+        async with server:
+            _, writer = await asyncio.open_connection(*listener.getsockname()[:2])
+            value = await asyncio.wait_for(seen, 10)
+            writer.close()
+        return value
+
+    assert asyncio.run(accepted_nodelay()) != 0

@@ -78,6 +78,7 @@ class Level:
     mean_ms: float
     rps: float
     cpu_ms_per_request: float
+    mean_batch: float | None = None  # windows per model call (informerflow's /metrics)
 
 
 # -- the model ---------------------------------------------------------------------------------
@@ -202,6 +203,20 @@ def client_loop(target: Target, stop_at: float, latencies: list[float],
             latencies.extend(mine)
 
 
+def batch_totals(target: Target) -> tuple[float, float] | None:
+    """Sum and count of informerflow's batch-size histogram; None for a server without it."""
+    if target.server != "informerflow":
+        return None
+    with urllib.request.urlopen(f"http://127.0.0.1:{target.port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    totals = {}
+    for line in text.splitlines():
+        for suffix in ("_sum", "_count"):
+            if line.startswith(f"informerflow_batch_size{suffix}{{"):
+                totals[suffix] = float(line.rsplit(" ", 1)[1])
+    return totals.get("_sum", 0.0), totals.get("_count", 0.0)
+
+
 def group_cpu_seconds(pgid: int) -> float:
     """User + system CPU seconds of every live process in process group ``pgid`` (Linux)."""
     total = 0
@@ -219,7 +234,7 @@ def measure(target: Target, clients: int, seconds: float) -> Level:
     latencies: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
-    cpu_before = group_cpu_seconds(target.pgid)
+    cpu_before, batches_before = group_cpu_seconds(target.pgid), batch_totals(target)
     started = time.perf_counter()
     stop_at = started + seconds
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
@@ -228,6 +243,10 @@ def measure(target: Target, clients: int, seconds: float) -> Level:
             future.result()
     elapsed = time.perf_counter() - started  # includes the last in-flight requests
     cpu = group_cpu_seconds(target.pgid) - cpu_before
+    batches_after, mean_batch = batch_totals(target), None
+    if batches_before and batches_after and batches_after[1] > batches_before[1]:
+        mean_batch = round((batches_after[0] - batches_before[0])
+                           / (batches_after[1] - batches_before[1]), 2)
     if errors:
         log.warning("%s at %d clients: %d errors, first: %s", target.server, clients,
                     len(errors), errors[0])
@@ -237,7 +256,7 @@ def measure(target: Target, clients: int, seconds: float) -> Level:
         requests=len(latencies), errors=len(errors),
         p50_ms=round(percentile(ms, 50), 2), p99_ms=round(percentile(ms, 99), 2),
         mean_ms=round(statistics.fmean(ms), 2), rps=round(len(latencies) / elapsed, 1),
-        cpu_ms_per_request=round(1000 * cpu / max(len(latencies), 1), 1),
+        cpu_ms_per_request=round(1000 * cpu / max(len(latencies), 1), 1), mean_batch=mean_batch,
     )
 
 
@@ -269,10 +288,11 @@ def forecast_values(server: str, answer: dict[str, Any], column: str) -> list[fl
 # -- report ------------------------------------------------------------------------------------
 
 
-def ratios(levels: list[Level]) -> dict[str, float]:
-    rps = {(lv.server, lv.clients): lv.rps for lv in levels}
-    return {str(n): round(rps[("informerflow", n)] / rps[("mlflow", n)], 2)
-            for n in LEVELS if rps.get(("mlflow", n))}
+def ratios(levels: list[Level], field: str = "rps") -> dict[str, float]:
+    """informerflow's ``field`` over mlflow's, per client count."""
+    value = {(lv.server, lv.clients): getattr(lv, field) for lv in levels}
+    return {str(n): round(value[("informerflow", n)] / value[("mlflow", n)], 2)
+            for n in LEVELS if value.get(("mlflow", n))}
 
 
 def environment() -> dict[str, Any]:
@@ -290,6 +310,10 @@ def environment() -> dict[str, Any]:
     }
 
 
+def clients(n: int) -> str:
+    return f"{n} client" if n == 1 else f"{n} clients"
+
+
 def write_markdown(path: Path, result: dict[str, Any]) -> None:
     env, levels = result["environment"], [Level(**lv) for lv in result["levels"]]
     lines = [
@@ -301,19 +325,24 @@ def write_markdown(path: Path, result: dict[str, Any]) -> None:
         f"One {MODEL['seq_len']}-step window per request, {MODEL['pred_len']}-step forecast, "
         f"the same registered model (`models:/{MODEL_NAME}@champion`) on both servers.",
         "",
-        "| server | clients | p50 ms | p99 ms | req/s | server CPU ms/req | requests | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| server | clients | p50 ms | p99 ms | req/s | server CPU ms/req | windows/model call "
+        "| requests | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for lv in levels:
+        batch = "-" if lv.mean_batch is None else f"{lv.mean_batch:.2f}"
         lines.append(f"| {lv.server} | {lv.clients} | {lv.p50_ms:.1f} | {lv.p99_ms:.1f} | "
-                     f"{lv.rps:.1f} | {lv.cpu_ms_per_request:.1f} | {lv.requests} | "
+                     f"{lv.rps:.1f} | {lv.cpu_ms_per_request:.1f} | {batch} | {lv.requests} | "
                      f"{lv.errors} |")
     ratio = result["throughput_ratio"]
     lines += [
         "",
         "Throughput ratio informerflow / mlflow: "
-        + ", ".join(f"{ratio[str(n)]:.2f}x at {n} clients" for n in LEVELS if str(n) in ratio)
+        + ", ".join(f"{ratio[str(n)]:.2f}x at {clients(n)}" for n in LEVELS if str(n) in ratio)
         + f". Goal: >= 2x at 8 clients ({'met' if ratio.get('8', 0) >= 2 else 'not met'}).",
+        "Server CPU per request, mlflow / informerflow: "
+        + ", ".join(f"{1 / c:.2f}x at {clients(int(n))}"
+                    for n, c in result["cpu_per_request_ratio"].items() if c) + ".",
         f"Forecasts of the two servers agree to {result['max_abs_forecast_diff']:.2e}.",
         "",
     ]
@@ -389,6 +418,7 @@ def main() -> None:
         "request": {"rows": len(window["data"]), "columns": window["columns"]},
         "max_abs_forecast_diff": diff,
         "levels": [asdict(lv) for lv in levels], "throughput_ratio": ratios(levels),
+        "cpu_per_request_ratio": ratios(levels, "cpu_ms_per_request"),
     }
     out = HERE / "results"
     out.mkdir(exist_ok=True)

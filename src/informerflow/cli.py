@@ -87,7 +87,14 @@ def run(
     endpoint: str = typer.Option("informer", help="Name of the local endpoint."),
     port: int = typer.Option(8080, help="Port of the local endpoint (on 127.0.0.1)."),
     deploy: bool = typer.Option(True, help="Start a local endpoint for the champion."),
-    cache: bool = typer.Option(False, help="Reuse step outputs of an identical earlier run."),
+    cache: bool = typer.Option(False, help="Skip preprocessing when an earlier run had the same "
+                                           "config and data (KFP's local step cache)."),
+    autolog: bool = typer.Option(_T.autolog, help="Log per-epoch losses and learning rate to "
+                                                  "MLflow as step metrics."),
+    retry_on_failure: bool = typer.Option(
+        _T.retry_on_failure, "--retry-on-failure",
+        help="Retry a diverged or out-of-memory training once, in a nested run, with half the "
+             "batch size and learning rate."),
 ) -> None:
     """Run the whole pipeline: preprocess, train, evaluate, register, deploy."""
     cfg = RunConfig(
@@ -100,7 +107,8 @@ def run(
                           attn=attn, revin=revin),
         train=TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                           loss=loss, patience=patience, seed=seed,
-                          max_train_windows=max_train_windows),
+                          max_train_windows=max_train_windows, autolog=autolog,
+                          retry_on_failure=retry_on_failure),
         experiment=experiment, model_name=model_name, endpoint=endpoint, port=port,
         deploy=deploy,
     )
@@ -343,6 +351,8 @@ def _print_summary(summary: dict) -> None:
         console.print("Try it:\n" + summary["curl"], markup=False, soft_wrap=True)
         console.print(f"Stop it: informerflow endpoints stop {dep['name']}")
     console.print("Experiment UI: informerflow ui  (then open http://127.0.0.1:5000)")
+    if summary.get("report"):
+        console.print(f"Report: {summary['report']}", markup=False, soft_wrap=True)
 
 
 def main() -> None:

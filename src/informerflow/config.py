@@ -84,6 +84,10 @@ class TrainConfig:
     seed: int = 2021
     device: str = "auto"  # auto: cuda when present, else cpu
     max_train_windows: int | None = None  # subsample training windows per epoch (None: all)
+    autolog: bool = True  # per-epoch train/val loss and learning rate as MLflow step metrics
+    # A diverged or out-of-memory run is retried once, in a nested run, with half the batch size
+    # and half the learning rate; off by default so a failure is never silently papered over.
+    retry_on_failure: bool = False
 
 
 @dataclass
@@ -190,6 +194,8 @@ def _check(cfg: RunConfig) -> list[str]:
     _check_choice(problems, "model.activation", m.activation, ("gelu", "relu"))
     _check_choice(problems, "train.loss", t.loss, ("mse", "mae"))
     _check_choice(problems, "train.lr_schedule", t.lr_schedule, ("halve", "cosine", "constant"))
+    for name in ("autolog", "retry_on_failure"):
+        _check_choice(problems, f"train.{name}", getattr(t, name), (True, False))
     return problems
 
 

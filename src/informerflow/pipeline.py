@@ -20,14 +20,15 @@ log = logging.getLogger(__name__)
 DEFAULT_IMAGE = "informerflow:0.1.0"
 
 
-def preprocess_op(config_json: str, dataset: Output[Dataset]) -> str:
+def preprocess_op(config_json: str, data_sha256: str, dataset: Output[Dataset]) -> str:
     """Validate the input file and write the clean series plus the resolved config."""
     import json
 
     from informerflow.config import RunConfig
     from informerflow.steps import preprocess
 
-    report = preprocess(RunConfig.from_dict(json.loads(config_json)), dataset.path)
+    report = preprocess(RunConfig.from_dict(json.loads(config_json)), dataset.path,
+                        expected_sha256=data_sha256)
     dataset.metadata.update({"rows": report["rows"], "freq": report["freq"],
                              "sha256": report["sha256"]})
     return json.dumps(report)
@@ -92,16 +93,20 @@ def build_pipeline(image: str = DEFAULT_IMAGE):
 
     @dsl.pipeline(name="informerflow",
                   description="preprocess -> train -> evaluate -> register -> deploy")
-    def informer_pipeline(config_json: str, model_name: str = "", endpoint: str = "informer",
-                          port: int = 8080, deploy_endpoint: bool = True):
-        pre = preprocess(config_json=config_json)
-        trained = train(dataset=pre.outputs["dataset"])
+    def informer_pipeline(config_json: str, data_sha256: str = "", model_name: str = "",
+                          endpoint: str = "informer", port: int = 8080,
+                          deploy_endpoint: bool = True):
+        # Only preprocess may come from the cache: it is a pure function of the config and the
+        # data's content. Every later step writes to MLflow or starts a server, so a cached
+        # result would point at a run or version made for an earlier pipeline run.
+        pre = preprocess(config_json=config_json, data_sha256=data_sha256)
+        trained = train(dataset=pre.outputs["dataset"]).set_caching_options(False)
         evaluated = evaluate(dataset=pre.outputs["dataset"], model=trained.outputs["model"],
-                             run_id=trained.outputs["Output"])
+                             run_id=trained.outputs["Output"]).set_caching_options(False)
         registered = register(run_id=trained.outputs["Output"], model_name=model_name,
-                              evaluation=evaluated.outputs["Output"])
+                              evaluation=evaluated.outputs["Output"]).set_caching_options(False)
         deploy(registration=registered.output, endpoint=endpoint, port=port,
-               enabled=deploy_endpoint)
+               enabled=deploy_endpoint).set_caching_options(False)
 
     return informer_pipeline
 
@@ -114,12 +119,21 @@ def compile_pipeline(path: str | Path, image: str = DEFAULT_IMAGE) -> Path:
 
 def run_local(config_json: str, pipeline_root: str | Path, model_name: str = "",
               endpoint: str = "informer", port: int = 8080, deploy: bool = True,
-              cache: bool = False):
-    """Execute the pipeline with KFP's local SubprocessRunner; returns the pipeline task."""
+              cache: bool = False, data_sha256: str = "",
+              cache_root: str | Path | None = None):
+    """Execute the pipeline with KFP's local SubprocessRunner; returns the pipeline task.
+
+    With ``cache``, a step whose component, image and inputs (the config and ``data_sha256``)
+    match an earlier successful run is skipped and its outputs reused, as long as those output
+    files still exist. KFP keeps the cache under ``pipeline_root`` unless ``cache_root`` says
+    otherwise; a caller that gives each run its own root must pass a shared ``cache_root``.
+    """
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(pipeline_root),
         enable_caching=cache,
+        cache_root=str(cache_root) if cache_root else None,
     )
-    return build_pipeline()(config_json=config_json, model_name=model_name, endpoint=endpoint,
-                            port=port, deploy_endpoint=deploy)
+    return build_pipeline()(config_json=config_json, data_sha256=data_sha256,
+                            model_name=model_name, endpoint=endpoint, port=port,
+                            deploy_endpoint=deploy)

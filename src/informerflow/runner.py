@@ -12,6 +12,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import time
 import warnings
 from pathlib import Path
@@ -20,12 +21,15 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from informerflow import errors, progress, state
+from informerflow import errors, progress, report, state
 from informerflow.config import RunConfig
 
 log = logging.getLogger(__name__)
 
-STEPS = ("preprocess", "train", "evaluate", "register", "deploy")
+STEPS = report.STEPS
+# KFP's local orchestrator logs a cache hit as "Task preprocess-op cache hit (key=...)" and runs
+# nothing, so no step of ours can report it; this line is the only sign (kfp 2.17).
+_CACHE_HIT = re.compile(r"Task '?([\w-]+?)(?:-op)?'? cache hit")
 
 
 class _Output(io.TextIOBase):
@@ -41,6 +45,9 @@ class _Output(io.TextIOBase):
             event = progress.parse(line)
             if event is None:
                 self._log.write(line + "\n")
+                hit = _CACHE_HIT.search(line)
+                if hit:
+                    self._on_event({"event": "step_cached", "step": hit.group(1)})
             else:
                 self._on_event(event)
         return len(text)
@@ -56,6 +63,7 @@ class _Display:
         self.console, self.epochs = console, epochs
         self.results: dict[str, Any] = {}
         self.error: dict | None = None
+        self.steps = report.StepLog()
         self.bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                              TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
                              console=console, transient=False)
@@ -63,6 +71,7 @@ class _Display:
 
     def __call__(self, event: dict) -> None:
         kind = event.pop("event")
+        self.steps.record(kind, event)
         handler = getattr(self, f"_on_{kind}", None)
         if handler:
             handler(**event)
@@ -79,6 +88,14 @@ class _Display:
         if step == "train":
             self.bars.stop()
         self.console.print(f"[green]done[/] {step} ({seconds:.1f} s)")
+
+    def _on_step_cached(self, step: str) -> None:
+        self.console.print(f"[blue]cached[/] {step} (output of an identical earlier run)")
+
+    def _on_retry(self, step: str, reason: str) -> None:
+        self.console.print(f"  [yellow]retry[/] {reason}")
+        if self.epoch_task is not None:
+            self.bars.reset(self.epoch_task)
 
     def _on_epoch_start(self, epoch: int, batches: int) -> None:
         if self.batch_task is not None:
@@ -106,13 +123,16 @@ class _Display:
 
 
 def run_pipeline(cfg: RunConfig, console: Console | None = None, cache: bool = False) -> dict:
-    """Validate, then run the KFP pipeline locally; returns what each step reported."""
+    """Validate, then run the KFP pipeline locally; returns what each step reported.
+
+    Every run, failed or not, leaves ``report.html`` next to its log.
+    """
     from informerflow.pipeline import run_local
     from informerflow.steps import check
 
     console = console or Console()
     cfg.validate()
-    check(cfg)  # reads and validates the data here, so bad input fails before any subprocess
+    series = check(cfg)  # reads and validates the data here: bad input fails before any subprocess
 
     home = state.state_dir()
     os.environ[state.ENV_HOME] = str(home)  # the steps' subprocesses must find the same store
@@ -127,13 +147,47 @@ def run_pipeline(cfg: RunConfig, console: Console | None = None, cache: bool = F
     with open(log_path, "w") as logfile, contextlib.redirect_stdout(_Output(display, logfile)):
         try:
             run_local(cfg.to_json(), run_dir / "outputs", model_name=cfg.model_name or "",
-                      endpoint=cfg.endpoint, port=cfg.port, deploy=cfg.deploy, cache=cache)
+                      endpoint=cfg.endpoint, port=cfg.port, deploy=cfg.deploy, cache=cache,
+                      data_sha256=series.sha256, cache_root=home / "kfp_cache")
         except Exception as exc:  # KFP reports a failed task as a bare RuntimeError
             display.bars.stop()
-            raise _step_error(display.error, log_path) from exc
+            error = _step_error(display.error, log_path)
+            _write_report(run_dir / "report.html", display, cfg, error=str(error))
+            raise error from exc
         finally:
             os.environ.pop(progress.ENV_FLAG, None)
-    return _summary(display.results, cfg, log_path)
+    summary = _summary(display.results, cfg, log_path)
+    summary["report"] = _write_report(run_dir / "report.html", display, cfg,
+                                      curl=summary.get("curl"))
+    return summary
+
+
+def _write_report(path: Path, display: _Display, cfg: RunConfig, error: str | None = None,
+                  curl: str | None = None) -> str | None:
+    """Write the run's HTML report; returns its path, or None when it could not be written.
+
+    A report is a convenience: failing to write one must neither hide the step error being
+    raised nor fail a run whose model is already registered and served.
+    """
+    from informerflow import tracking
+
+    results = display.results
+    run_id = (results.get("evaluated") or results.get("trained") or {}).get("run_id")
+    page = report.PipelineReport(
+        steps=display.steps.finish(succeeded=error is None,
+                                   skipped=() if cfg.deploy else ("deploy",)),
+        evaluation=results.get("evaluated"), registration=results.get("registered"),
+        deployment=results.get("deployed", {"skipped": True}) if error is None else None,
+        run_id=run_id, error=error, curl=curl,
+    )
+    try:
+        if run_id:
+            tracking.configure()
+            page.experiment, page.tags, page.plots = report.fetch_run(run_id)
+        return str(report.write(page, path))
+    except Exception:  # broad on purpose: see the docstring
+        log.warning("could not write the run report %s", path, exc_info=True)
+        return None
 
 
 def _step_error(event: dict | None, log_path: Path) -> errors.InformerflowError:

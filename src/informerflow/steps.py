@@ -24,16 +24,24 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
+from mlflow.entities import RunStatus
 
 from informerflow import plots, progress, state, tracking
 from informerflow.config import RunConfig
 from informerflow.data.ingest import LoadedSeries, load_series
-from informerflow.data.prepare import prepare
-from informerflow.errors import InformerflowError
+from informerflow.data.prepare import PreparedData, prepare
+from informerflow.errors import DataError, InformerflowError, TrainingError
 from informerflow.evaluate import assess
 from informerflow.forecaster import Forecaster, ForecastSpec
 from informerflow.pyfunc import input_example, log_forecaster
-from informerflow.train import Callbacks, EpochResult, train
+from informerflow.train import (
+    Callbacks,
+    EpochResult,
+    TrainResult,
+    retryable_failure,
+    safer_config,
+    train,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +94,22 @@ def check(cfg: RunConfig) -> LoadedSeries:
 
 
 @step("preprocess")
-def preprocess(cfg: RunConfig, out_dir: str | Path) -> dict:
-    """Validate the config and the file, and write the clean series with the resolved config."""
+def preprocess(cfg: RunConfig, out_dir: str | Path, expected_sha256: str = "") -> dict:
+    """Validate the config and the file, and write the clean series with the resolved config.
+
+    ``expected_sha256`` is the fingerprint of the file the caller checked: it makes the data's
+    content (not just its path) one of the step's inputs, which is what a step cache keys on,
+    and a file changed since then is refused rather than silently trained on.
+    """
     cfg.validate()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     series = load_series(cfg.data)
+    if expected_sha256 and series.sha256 != expected_sha256:
+        raise DataError(
+            f"{series.source} changed after it was checked: expected sha256 "
+            f"{expected_sha256[:12]}..., found {series.sha256[:12]}...; run again"
+        )
     prepare(series, cfg)  # fails early on too few rows and fixes channel counts in cfg
     cfg.validate()
     series.frame.to_parquet(out / SERIES_FILE, index=False)
@@ -129,32 +147,80 @@ def load_dataset(dataset_dir: str | Path) -> tuple[LoadedSeries, RunConfig, dict
 
 @step("train")
 def train_step(dataset_dir: str | Path, model_dir: str | Path) -> str:
-    """Train, save the best Forecaster to ``model_dir``, and return the MLflow run id."""
+    """Train, save the best Forecaster to ``model_dir``, and return the MLflow run id.
+
+    A failed attempt ends its run FAILED with an ``error`` tag and a traceback artifact. With
+    ``train.retry_on_failure`` a diverged or out-of-memory attempt is retried once in a nested
+    run with a smaller batch and learning rate; the returned id is then the retry's.
+    """
     series, cfg, report = load_dataset(dataset_dir)
-    data = prepare(series, cfg)
     tracking.configure()
     experiment_id = tracking.ensure_experiment(experiment_name(cfg, series.source))
     with mlflow.start_run(experiment_id=experiment_id, log_system_metrics=True) as run:
-        _log_inputs(cfg, series, report, Path(dataset_dir))
         try:
-            result = train(data, _tracking_callbacks())
+            result, data = _attempt(cfg, series, report, Path(dataset_dir))
+            run_id, retry = run.info.run_id, {}
         except Exception as exc:
-            # MLflow marks the run FAILED on the way out; the tag and the traceback say why.
-            mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
-            mlflow.log_text(traceback.format_exc(limit=20), "error/traceback.txt")
-            raise
-        mlflow.log_metrics({"best_epoch": result.best_epoch + 1,
-                            "best_val_loss": result.best_val_loss})
-        mlflow.set_tag("stopped_early", str(result.stopped_early).lower())
-        with tempfile.TemporaryDirectory() as tmp:
-            curve = plots.loss_curves([h.train_loss for h in result.history],
-                                      [h.val_loss for h in result.history],
-                                      Path(tmp) / "loss_curves.png")
-            mlflow.log_artifact(str(curve), "plots")
+            _record_failure(exc)
+            kind = retryable_failure(exc)
+            if not (cfg.train.retry_on_failure and kind):
+                raise  # MLflow marks the run FAILED on the way out
+            cfg, result, data, run_id, retry = _retry(cfg, kind, series, report,
+                                                      Path(dataset_dir), run.info.run_id)
+            mlflow.set_tag("retried_as", run_id)
+            # The first attempt did fail; only its nested retry produced the model.
+            mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
     spec = ForecastSpec(cfg, data.input_cols, data.output_cols, series.target, series.freq,
                         series.tz, series.id_col)
     Forecaster(result.model, spec, data.scaler).save(model_dir)
-    return run.info.run_id
+    progress.emit("trained", run_id=run_id, best_epoch=result.best_epoch + 1,
+                  best_val_loss=result.best_val_loss, **retry)
+    return run_id
+
+
+def _attempt(cfg: RunConfig, series: LoadedSeries, report: dict,
+             dataset_dir: Path) -> tuple[TrainResult, PreparedData]:
+    """One training attempt inside the active run: inputs, the loop, the final records."""
+    data = prepare(series, cfg)
+    _log_inputs(cfg, series, report, dataset_dir)
+    result = train(data, _tracking_callbacks(cfg.train.autolog))
+    mlflow.log_metrics({"best_epoch": result.best_epoch + 1,
+                        "best_val_loss": result.best_val_loss})
+    mlflow.set_tag("stopped_early", str(result.stopped_early).lower())
+    with tempfile.TemporaryDirectory() as tmp:
+        curve = plots.loss_curves([h.train_loss for h in result.history],
+                                  [h.val_loss for h in result.history],
+                                  Path(tmp) / "loss_curves.png")
+        mlflow.log_artifact(str(curve), "plots")
+    return result, data
+
+
+def _record_failure(exc: BaseException) -> None:
+    """Say on the active run why it failed: an ``error`` tag and a short traceback."""
+    mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
+    mlflow.log_text(traceback.format_exc(limit=20), "error/traceback.txt")
+
+
+def _retry(cfg: RunConfig, kind: str, series: LoadedSeries, report: dict, dataset_dir: Path,
+           parent_id: str) -> tuple[RunConfig, TrainResult, PreparedData, str, dict]:
+    """Train once more in a run nested under the failed one, with a safer configuration."""
+    safer = dataclasses.replace(cfg, train=safer_config(cfg.train))
+    reason = (f"{kind} in run {parent_id}; retrying once with batch_size "
+              f"{cfg.train.batch_size} -> {safer.train.batch_size} and learning_rate "
+              f"{cfg.train.learning_rate:g} -> {safer.train.learning_rate:g}")
+    log.warning("training failed (%s)", reason)
+    progress.emit("retry", step="train", reason=reason)
+    with mlflow.start_run(nested=True, run_name="retry", log_system_metrics=True,
+                          tags={"retry_reason": reason, "retry_of": parent_id}) as child:
+        try:
+            result, data = _attempt(safer, series, report, dataset_dir)
+        except Exception as exc:
+            _record_failure(exc)
+            raise TrainingError(
+                f"training failed twice: first with {kind}, then in the retry "
+                f"(run {child.info.run_id}) with {type(exc).__name__}: {exc}"
+            ) from exc
+    return safer, result, data, child.info.run_id, {"retry_of": parent_id, "retry_reason": reason}
 
 
 def _log_inputs(cfg: RunConfig, series: LoadedSeries, report: dict, dataset_dir: Path) -> None:
@@ -174,7 +240,12 @@ def _log_inputs(cfg: RunConfig, series: LoadedSeries, report: dict, dataset_dir:
     mlflow.log_artifact(str(dataset_dir / REPORT_FILE))
 
 
-def _tracking_callbacks() -> Callbacks:
+def _tracking_callbacks(autolog: bool = True) -> Callbacks:
+    """Progress events for the CLI, plus (with ``autolog``) per-epoch MLflow step metrics.
+
+    MLflow's PyTorch autolog only hooks Lightning's trainer; this is the same record for our loop.
+    """
+
     def epoch_start(epoch: int, n_batches: int) -> None:
         progress.emit("epoch_start", epoch=epoch, batches=n_batches)
 
@@ -182,8 +253,9 @@ def _tracking_callbacks() -> Callbacks:
         progress.emit("batch", batch=batch, loss=loss)
 
     def epoch_end(r: EpochResult) -> None:
-        mlflow.log_metrics({"train_loss": r.train_loss, "val_loss": r.val_loss,
-                            "learning_rate": r.learning_rate}, step=r.epoch + 1)
+        if autolog:
+            mlflow.log_metrics({"train_loss": r.train_loss, "val_loss": r.val_loss,
+                                "learning_rate": r.learning_rate}, step=r.epoch + 1)
         progress.emit("epoch_end", **asdict(r))
 
     return Callbacks(epoch_start, batch_end, epoch_end)
@@ -222,7 +294,8 @@ def evaluate_step(dataset_dir: str | Path, model_dir: str | Path, run_id: str) -
         info = log_forecaster(forecaster, example)
         mlflow.set_tag("model_uri", info.model_uri)
     progress.emit("evaluated", metrics=result.metrics, baselines=result.baselines,
-                  n_windows=result.n_windows, per_series=result.per_series)
+                  n_windows=result.n_windows, per_series=result.per_series, run_id=run_id,
+                  model_uri=info.model_uri)
     return {"metrics": result.metrics, "baselines": result.baselines,
             "model_uri": info.model_uri, "n_windows": result.n_windows}
 

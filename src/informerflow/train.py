@@ -8,6 +8,7 @@ the tracking layer can log step metrics without this module knowing about either
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import random
@@ -54,6 +55,33 @@ class Callbacks:
     on_epoch_start: Callable[[int, int], None] = lambda epoch, n_batches: None
     on_batch_end: Callable[[int, float], None] = lambda batch, loss: None
     on_epoch_end: Callable[[EpochResult], None] = lambda result: None
+
+
+# Phrases torch uses when an allocation fails: CUDA's OutOfMemoryError says "out of memory", the
+# CPU allocator "can't allocate memory".
+_OOM_PHRASES = ("out of memory", "can't allocate memory")
+RETRY_SHRINK = 0.5  # the retry's batch size and learning rate, as a fraction of the failed ones
+
+
+def retryable_failure(exc: BaseException) -> str | None:
+    """What went wrong, when a smaller batch and learning rate may fix it; None otherwise.
+
+    A loss that was never finite is the classic symptom of a too-large step; running out of
+    memory scales with the batch. Anything else (bad data, a bug) would fail the same way again.
+    """
+    if isinstance(exc, TrainingError):
+        return "non-finite loss"
+    if isinstance(exc, RuntimeError) and any(p in str(exc) for p in _OOM_PHRASES):
+        return "out of memory"
+    return None
+
+
+def safer_config(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with the batch size and learning rate scaled down by ``RETRY_SHRINK``."""
+    return dataclasses.replace(
+        cfg, batch_size=max(1, int(cfg.batch_size * RETRY_SHRINK)),
+        learning_rate=cfg.learning_rate * RETRY_SHRINK,
+    )
 
 
 def seed_everything(seed: int) -> None:
