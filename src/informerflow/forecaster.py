@@ -172,12 +172,13 @@ class Forecaster:
         window, stamps = self._validated_window(frame)
         cfg = self.spec.config.model
         future = pd.date_range(stamps[-1], periods=self.pred_len + 1, freq=self.freq)[1:]
-        dec_stamps = stamps[len(stamps) - self.label_len:].append(future)
         scaled = torch.as_tensor(self.scaler.transform(window), dtype=torch.float32)  # (L, C)
         known = scaled[len(scaled) - self.label_len:]
         x_dec = torch.cat([known, torch.zeros(self.pred_len, scaled.shape[1])])  # (S + P, C)
-        m_enc = torch.as_tensor(time_features(stamps, self.freq, cfg.embed))
-        m_dec = torch.as_tensor(time_features(dec_stamps, self.freq, cfg.embed))
+        # One calendar pass over window and future; the decoder's stamps are its last S + P.
+        marks = torch.as_tensor(time_features(stamps.append(future), self.freq, cfg.embed))
+        m_enc = marks[: self.seq_len]  # (L, F)
+        m_dec = marks[self.seq_len - self.label_len:]  # (S + P, F)
         return scaled, m_enc, x_dec, m_dec, future
 
     def _validated_window(self, frame: pd.DataFrame) -> tuple[np.ndarray, pd.DatetimeIndex]:
@@ -238,7 +239,10 @@ def _parse_stamps(column: pd.Series, offset: int) -> pd.DatetimeIndex:
 
 
 def _numeric(frame: pd.DataFrame, offset: int) -> np.ndarray:
-    values = frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    if all(pd.api.types.is_numeric_dtype(t) for t in frame.dtypes):
+        values = frame.to_numpy(dtype=np.float64)
+    else:  # text cells become NaN here and are reported below with their position
+        values = frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
     bad = np.argwhere(~np.isfinite(values))
     if len(bad):
         row, col = bad[0]

@@ -51,21 +51,32 @@ class StepLog:
             step.state = "running"
         elif kind == "step_end":
             step.state, step.seconds = "succeeded", fields["seconds"]
-        elif kind == "step_cached":
-            step.state, step.note = "cached", "reused the output of an identical earlier run"
         elif kind == "retry":
             step.note = f"retried: {fields['reason']}"
         elif kind == "error":
             step.state, step.note = "failed", f"{fields['type']}: {fields['message']}"
 
-    def finish(self, succeeded: bool, skipped: tuple[str, ...] = ()) -> list[StepRecord]:
-        """The final records: a step still running when the pipeline stopped has crashed."""
-        for step in self.steps.values():
+    def finish(self, succeeded: bool, skipped: tuple[str, ...] = (),
+               cache: bool = False) -> list[StepRecord]:
+        """The final records, with the states no event announces.
+
+        A step still running when the pipeline stopped has crashed. A step that reported
+        nothing was ``skipped`` when switched off in a successful run, or, with ``cache`` on,
+        served from KFP's cache if the run succeeded or a later step started: every step
+        announces its start when it runs, and KFP skips a cache hit without running any of our
+        code (it logs it only at INFO level, which the CLI hides). A second call changes nothing.
+        """
+        steps = list(self.steps.values())
+        for i, step in enumerate(steps):
             if step.state == "running":
                 step.state = "failed"
-            elif succeeded and step.state == "not run" and step.name in skipped:
+            elif step.state != "not run":
+                continue
+            elif succeeded and step.name in skipped:
                 step.state = "skipped"
-        return list(self.steps.values())
+            elif cache and (succeeded or any(s.state != "not run" for s in steps[i + 1:])):
+                step.state, step.note = "cached", "reused the output of an identical run"
+        return steps
 
 
 @dataclass

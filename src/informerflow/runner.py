@@ -12,7 +12,6 @@ import contextlib
 import io
 import logging
 import os
-import re
 import time
 import warnings
 from pathlib import Path
@@ -27,9 +26,6 @@ from informerflow.config import RunConfig
 log = logging.getLogger(__name__)
 
 STEPS = report.STEPS
-# KFP's local orchestrator logs a cache hit as "Task preprocess-op cache hit (key=...)" and runs
-# nothing, so no step of ours can report it; this line is the only sign (kfp 2.17).
-_CACHE_HIT = re.compile(r"Task '?([\w-]+?)(?:-op)?'? cache hit")
 
 
 class _Output(io.TextIOBase):
@@ -45,9 +41,6 @@ class _Output(io.TextIOBase):
             event = progress.parse(line)
             if event is None:
                 self._log.write(line + "\n")
-                hit = _CACHE_HIT.search(line)
-                if hit:
-                    self._on_event({"event": "step_cached", "step": hit.group(1)})
             else:
                 self._on_event(event)
         return len(text)
@@ -88,9 +81,6 @@ class _Display:
         if step == "train":
             self.bars.stop()
         self.console.print(f"[green]done[/] {step} ({seconds:.1f} s)")
-
-    def _on_step_cached(self, step: str) -> None:
-        self.console.print(f"[blue]cached[/] {step} (output of an identical earlier run)")
 
     def _on_retry(self, step: str, reason: str) -> None:
         self.console.print(f"  [yellow]retry[/] {reason}")
@@ -152,18 +142,21 @@ def run_pipeline(cfg: RunConfig, console: Console | None = None, cache: bool = F
         except Exception as exc:  # KFP reports a failed task as a bare RuntimeError
             display.bars.stop()
             error = _step_error(display.error, log_path)
-            _write_report(run_dir / "report.html", display, cfg, error=str(error))
+            _write_report(run_dir / "report.html", display, cfg, cache, error=str(error))
             raise error from exc
         finally:
             os.environ.pop(progress.ENV_FLAG, None)
+    for step in display.steps.finish(succeeded=True, skipped=_skipped(cfg), cache=cache):
+        if step.state == "cached":
+            console.print(f"[blue]cached[/] {step.name} (output of an identical earlier run)")
     summary = _summary(display.results, cfg, log_path)
-    summary["report"] = _write_report(run_dir / "report.html", display, cfg,
+    summary["report"] = _write_report(run_dir / "report.html", display, cfg, cache,
                                       curl=summary.get("curl"))
     return summary
 
 
-def _write_report(path: Path, display: _Display, cfg: RunConfig, error: str | None = None,
-                  curl: str | None = None) -> str | None:
+def _write_report(path: Path, display: _Display, cfg: RunConfig, cache: bool,
+                  error: str | None = None, curl: str | None = None) -> str | None:
     """Write the run's HTML report; returns its path, or None when it could not be written.
 
     A report is a convenience: failing to write one must neither hide the step error being
@@ -174,8 +167,7 @@ def _write_report(path: Path, display: _Display, cfg: RunConfig, error: str | No
     results = display.results
     run_id = (results.get("evaluated") or results.get("trained") or {}).get("run_id")
     page = report.PipelineReport(
-        steps=display.steps.finish(succeeded=error is None,
-                                   skipped=() if cfg.deploy else ("deploy",)),
+        steps=display.steps.finish(succeeded=error is None, skipped=_skipped(cfg), cache=cache),
         evaluation=results.get("evaluated"), registration=results.get("registered"),
         deployment=results.get("deployed", {"skipped": True}) if error is None else None,
         run_id=run_id, error=error, curl=curl,
@@ -188,6 +180,10 @@ def _write_report(path: Path, display: _Display, cfg: RunConfig, error: str | No
     except Exception:  # broad on purpose: see the docstring
         log.warning("could not write the run report %s", path, exc_info=True)
         return None
+
+
+def _skipped(cfg: RunConfig) -> tuple[str, ...]:
+    return () if cfg.deploy else ("deploy",)
 
 
 def _step_error(event: dict | None, log_path: Path) -> errors.InformerflowError:

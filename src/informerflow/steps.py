@@ -20,6 +20,7 @@ import tempfile
 import time
 import traceback
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 
 import mlflow
@@ -120,6 +121,8 @@ def preprocess(cfg: RunConfig, out_dir: str | Path, expected_sha256: str = "") -
         "series": len(series.frame[series.id_col].unique()) if series.id_col else 1,
         "start": str(series.frame["date"].min()), "end": str(series.frame["date"].max()),
         "repairs": series.repairs, "warnings": series.warnings,
+        # When this dataset was made: a run that reuses a cached dataset logs the same stamp.
+        "preprocessed_at": datetime.now(UTC).isoformat(timespec="microseconds"),
     }
     (out / REPORT_FILE).write_text(json.dumps(report, indent=2))
     (out / CONFIG_FILE).write_text(cfg.to_json())
