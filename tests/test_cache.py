@@ -92,8 +92,8 @@ def test_both_runs_are_recorded_and_share_the_first_runs_dataset(two_runs):
         # The second run trained on the very dataset the first run's preprocess wrote.
         assert stamps[0] == stamps[1]
         assert runs[0].data.tags["data.sha256"] == runs[1].data.tags["data.sha256"]
-        versions = sorted(v.version for v in client.search_model_versions(f"name='{EXPERIMENT}'"))
-        assert versions == ["1", "2"]
+        versions = client.search_model_versions(f"name='{EXPERIMENT}'")
+        assert sorted(int(v.version) for v in versions) == [1, 2]
         # --no-autolog reached the training step: final metrics, no per-epoch history.
         assert runs[1].data.params["train.autolog"] == "False"
         assert client.get_metric_history(runs[1].info.run_id, "val_loss") == []
