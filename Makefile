@@ -18,9 +18,11 @@ install: $(VENV)/.installed
 run: install
 	$(VENV)/bin/informerflow run $(ARGS)
 
-# pytest exits 5 when it collected nothing; that must fail, not pass silently.
+# pytest exits 5 when it collected nothing; that must fail, not pass silently. The temporary
+# directory lives in the checkout: pytest prunes old ones under /tmp, and a second pytest on
+# the same machine would otherwise delete this run's files while its tests still use them.
 test: install
-	$(PY) -m pytest $(ARGS); rc=$$?; \
+	$(PY) -m pytest --basetemp=$(CURDIR)/.pytest-tmp $(ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 lint: install

@@ -21,6 +21,10 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from informerflow import steps
+from informerflow.config import DataConfig, RunConfig
+from informerflow.errors import DataError
+
 EXPERIMENT = "informerflow-hourly"
 FLAGS = ["--target", "y", "--seq-len", "16", "--label-len", "8", "--pred-len", "4",
          "--d-model", "8", "--n-heads", "2", "--d-ff", "16", "--e-layers", "1", "--epochs", "1",
@@ -129,3 +133,12 @@ def test_changed_data_at_the_same_path_is_preprocessed_again(two_runs):
         os.killpg(proc.pid, signal.SIGTERM)  # the rest of this run proves nothing new
         proc.wait(timeout=60)
     assert seen and seen[-1].startswith("> preprocess"), "".join(seen)[-3000:]
+
+
+def test_preprocess_refuses_a_file_changed_since_it_was_fingerprinted(tmp_path):
+    cfg = RunConfig(data=DataConfig(path=str(_write_series(tmp_path / "hourly.csv")),
+                                    target="y"))
+    with pytest.raises(DataError, match=r"hourly.csv changed after it was checked: expected "
+                                        r"sha256 000000000000\.\.\., found [0-9a-f]{12}\.\.\."):
+        steps.preprocess(cfg, tmp_path / "ds", expected_sha256="0" * 64)
+    assert not (tmp_path / "ds" / "series.parquet").exists()

@@ -324,6 +324,51 @@ def pipeline_compile(
     console.print(f"wrote {output}")
 
 
+@pipeline_app.command("submit")
+def pipeline_submit(
+    host: str = typer.Option(..., help="KFP API, e.g. http://127.0.0.1:8888 (a port-forward)."),
+    config: Path = typer.Option(None, help="RunConfig JSON, e.g. an earlier run's "
+                                           "run_config.json [default: the defaults]."),
+    data: str = typer.Option(None, help="Data path as the cluster's pods see it (overrides "
+                                        "the config's)."),
+    image: str = typer.Option("informerflow:0.1.0", help="Image with informerflow installed."),
+    experiment: str = typer.Option("informerflow", help="KFP experiment to file the run in."),
+    run_name: str = typer.Option(None, help="[default: file name and time]"),
+    cache: bool = typer.Option(False, help="Let the cluster reuse preprocess outputs; the data "
+                                           "must be readable here, to fingerprint it."),
+    tracking_secret: str = typer.Option(
+        "informerflow-tracking", help="Kubernetes Secret in the run's namespace holding "
+                                      "MLFLOW_TRACKING_URI (and optional credentials)."),
+) -> None:
+    """Compile the pipeline and start a run of it on a Kubeflow Pipelines API."""
+    import json
+
+    from informerflow.pipeline import submit_pipeline
+
+    try:
+        cfg = RunConfig.from_dict(json.loads(config.read_text())) if config else RunConfig()
+    except (OSError, ValueError, TypeError) as exc:
+        raise errors.ConfigError(f"--config {config}: {exc}") from exc
+    if data:
+        cfg.data.path = data
+    cfg.validate()
+    sha = ""
+    if cache:
+        from informerflow.data.ingest import load_series
+
+        try:
+            sha = load_series(cfg.data).sha256
+        except errors.InformerflowError as exc:
+            raise errors.ConfigError(
+                f"--cache keys preprocessing on the data's sha256, computed here, but the data "
+                f"could not be read on this machine ({exc}); submit without --cache") from exc
+    run = submit_pipeline(host, cfg.to_json(), image=image, experiment=experiment,
+                          run_name=run_name, data_sha256=sha, cache=cache,
+                          model_name=cfg.model_name or "", tracking_secret=tracking_secret)
+    console.print(f"submitted run {run.run_id} to experiment {experiment!r}: {run.url}",
+                  markup=False, soft_wrap=True)
+
+
 def _print_summary(summary: dict) -> None:
     evaluation, reg, dep = summary["evaluation"], summary["registration"], summary["deployment"]
     table = Table("model", "MAE", "RMSE", "MAPE %", "R2", title="Test split (original units)")

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 STEPS = ("preprocess", "train", "evaluate", "register", "deploy")
 METRICS = ("mae", "rmse", "mape", "r2", "mse")
+PLOT_ORDER = ("loss_curves", "forecast_vs_actual", "error_by_horizon")  # others follow, by name
 # Tags worth showing a reader; the rest stay one click away in the MLflow UI.
 RUN_TAGS = ("data.source", "data.sha256", "data.rows", "data.freq", "data.split",
             "code.version", "code.git_commit", "code.git_dirty", "retry_of", "retry_reason")
@@ -120,8 +121,14 @@ def fetch_run(run_id: str) -> tuple[str, dict[str, str], dict[str, bytes]]:
         except (MlflowException, OSError) as exc:  # a run that failed before plotting has none
             log.info("run %s has no plots: %s", run_id, exc)
         else:
-            plots = {p.name: p.read_bytes() for p in sorted(Path(local).glob("*.png"))}
+            files = sorted(Path(local).glob("*.png"), key=_plot_rank)
+            plots = {p.name: p.read_bytes() for p in files}
     return experiment, tags, plots
+
+
+def _plot_rank(path: Path) -> tuple[int, str]:
+    rank = PLOT_ORDER.index(path.stem) if path.stem in PLOT_ORDER else len(PLOT_ORDER)
+    return rank, path.name
 
 
 def write(report: PipelineReport, path: str | Path) -> Path:
@@ -229,7 +236,8 @@ def _data_section(tags: dict[str, str]) -> str:
     if not tags:
         return ""
     rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in tags.items())
-    return f'<section id="provenance"><h2>Data and code</h2><table>{rows}</table></section>'
+    return (f'<section id="provenance"><h2>Data and code</h2><table class="plain">{rows}'
+            "</table></section>")
 
 
 def _num(value: float | None) -> str:
@@ -256,7 +264,8 @@ color:#56606b}
 .step.failed{border-color:#c0392b;background:#fdf0ef}.step.skipped{opacity:.6}
 table{border-collapse:collapse;margin:.5rem 0}
 th,td{padding:.25rem .7rem;border-bottom:1px solid #e3e7eb;text-align:right}
-th:first-child{text-align:left}tr.best{background:#eaf6ec;font-weight:600}
+th:first-child,.plain td{text-align:left}tr.best{background:#eaf6ec;font-weight:600}
 figure{display:inline-block;margin:.5rem 1rem .5rem 0}img{max-width:100%;border:1px solid #e3e7eb}
-figcaption{color:#56606b;font-size:.85rem}pre{background:#f5f7f9;padding:.6rem;overflow-x:auto}
+figcaption{color:#56606b;font-size:.85rem}
+pre{background:#f5f7f9;padding:.6rem;white-space:pre-wrap;overflow-wrap:anywhere}
 """

@@ -170,7 +170,6 @@ def train_step(dataset_dir: str | Path, model_dir: str | Path) -> str:
                 raise  # MLflow marks the run FAILED on the way out
             cfg, result, data, run_id, retry = _retry(cfg, kind, series, report,
                                                       Path(dataset_dir), run.info.run_id)
-            mlflow.set_tag("retried_as", run_id)
             # The first attempt did fail; only its nested retry produced the model.
             mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
     spec = ForecastSpec(cfg, data.input_cols, data.output_cols, series.target, series.freq,
@@ -213,8 +212,12 @@ def _retry(cfg: RunConfig, kind: str, series: LoadedSeries, report: dict, datase
               f"{cfg.train.learning_rate:g} -> {safer.train.learning_rate:g}")
     log.warning("training failed (%s)", reason)
     progress.emit("retry", step="train", reason=reason)
-    with mlflow.start_run(nested=True, run_name="retry", log_system_metrics=True,
+    # A nested run lands in the active *experiment*, not the parent's, unless told.
+    experiment_id = mlflow.active_run().info.experiment_id
+    with mlflow.start_run(experiment_id=experiment_id, nested=True, run_name="retry",
+                          log_system_metrics=True,
                           tags={"retry_reason": reason, "retry_of": parent_id}) as child:
+        mlflow.MlflowClient().set_tag(parent_id, "retried_as", child.info.run_id)
         try:
             result, data = _attempt(safer, series, report, dataset_dir)
         except Exception as exc:
@@ -239,7 +242,8 @@ def _log_inputs(cfg: RunConfig, series: LoadedSeries, report: dict, dataset_dir:
         targets=series.target, digest=series.sha256[:36],
     )
     mlflow.log_input(dataset, context="training")
-    mlflow.log_artifact(str(dataset_dir / CONFIG_FILE))
+    # The config this attempt trained with (a retry's differs from the dataset's copy).
+    mlflow.log_text(cfg.to_json(), CONFIG_FILE)
     mlflow.log_artifact(str(dataset_dir / REPORT_FILE))
 
 
