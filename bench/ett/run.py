@@ -45,7 +45,7 @@ from torch.utils.data import Dataset, Subset
 from informerflow.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from informerflow.data.ingest import LoadedSeries, load_series
 from informerflow.data.prepare import PreparedData, prepare
-from informerflow.errors import DataError
+from informerflow.errors import ConfigError, DataError
 from informerflow.evaluate import assess, regression_metrics, seasonal_period, window_starts
 from informerflow.train import train
 
@@ -407,6 +407,26 @@ def write(result: dict, out: Path, stem: str) -> None:
     log.info("wrote %s.{json,md}", out / stem)
 
 
+def merge(paths: list[Path]) -> dict:
+    """One result from several runs of the same mode, e.g. a plain and a ``--revin-only`` run.
+
+    Raises:
+        ConfigError: when the files were written by different modes or settings.
+    """
+    parts = [json.loads(p.read_text()) for p in paths]
+    settings = {json.dumps(p["mode"], sort_keys=True) for p in parts}
+    if len(settings) != 1:
+        names = ", ".join(map(str, paths))
+        raise ConfigError(f"--merge needs results of one mode and settings; {names} differ in "
+                          "'mode' (rerun them with the same flags)")
+    raw_mode = {k: tuple(v) if isinstance(v, list) else v for k, v in parts[0]["mode"].items()}
+    records = [RunRecord(**r) for p in parts for r in p["runs"]]
+    result = build_result(Mode(**raw_mode), records, parts[0]["environment"],
+                          sum(p["seconds_total"] for p in parts), all(p["complete"] for p in parts))
+    result["merged_from"] = [str(p) for p in paths]
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one seed, tiny epochs (minutes)")
@@ -419,7 +439,12 @@ def main() -> None:
     parser.add_argument("--out", default="ett", help="results file stem (default ett)")
     parser.add_argument("--render", type=Path, metavar="JSON",
                         help="only rewrite <out>.md (and .json) from a saved or partial JSON")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
+                        help="only combine the runs of several result files into <out>")
     args = parser.parse_args()
+    if args.merge:
+        write(merge(args.merge), HERE / "results", args.out)
+        return
     if args.render:
         write(json.loads(args.render.read_text()), HERE / "results", args.out)
         return
