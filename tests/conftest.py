@@ -85,7 +85,7 @@ def tiny_config() -> Callable[..., object]:
         m = {"seq_len": 16, "label_len": 8, "pred_len": 4, "d_model": 8, "n_heads": 2,
              "d_ff": 16, "e_layers": 1, "d_layers": 1, "dropout": 0.0, "freq": "h"}
         t = {"epochs": 3, "batch_size": 16, "learning_rate": 1e-3, "patience": 3,
-             "device": "cpu", "seed": 7}
+             "device": "cpu", "seed": 7, "loss": "mse"}
         return RunConfig(model=ModelConfig(**(m | (model or {}))),
                          train=TrainConfig(**(t | (train or {}))))
 

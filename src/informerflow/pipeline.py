@@ -159,6 +159,9 @@ def run_local(config_json: str, pipeline_root: str | Path, model_name: str = "",
     files still exist. KFP keeps the cache under ``pipeline_root`` unless ``cache_root`` says
     otherwise; a caller that gives each run its own root must pass a shared ``cache_root``.
     """
+    # Known gap: the key covers the components' own source, not the informerflow library they
+    # import, so after editing the library's ingestion code a --cache run may reuse a dataset
+    # the old code wrote. Clear <state>/kfp_cache (or run without --cache) after such edits.
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(pipeline_root),
