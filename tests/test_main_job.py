@@ -65,7 +65,7 @@ def test_run_completes_and_prints_the_summary(finished_run):
 
 def test_endpoint_answers_and_matches_pyfunc_in_a_fresh_process(finished_run):
     home, port, _ = finished_run
-    body_file = home / "endpoints" / "e2e.request.json"
+    body_file = home / "requests" / "e2e.json"
     body = json.loads(body_file.read_text())
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/v2/models/{EXPERIMENT}/infer", data=json.dumps(body).encode(),

@@ -12,7 +12,7 @@ import torch
 
 from informerflow.config import TrainConfig
 from informerflow.data.prepare import prepare
-from informerflow.errors import ConfigError, TrainingError
+from informerflow.errors import ConfigError, RequestError, TrainingError
 from informerflow.evaluate import assess
 from informerflow.forecaster import Forecaster, ForecastSpec
 from informerflow.train import (
@@ -161,6 +161,11 @@ def test_pred_len_one_and_label_len_zero_trains_and_forecasts(sine_series,
     assert out["timestamp"].iloc[0] == tail["date"].iloc[-1] + pd.Timedelta(hours=1)
     assert math.isfinite(out["y"].iloc[0])
     assert assess(result.model, data).n_windows == 400 - 304 - 16 - 1 + 1
+
+    # A value a float32 model cannot hold is refused by name, never answered with NaN.
+    frame.loc[frame.index[3], "y"] = 1e308
+    with pytest.raises(RequestError, match=r"column 'y' at row 3: 1e\+308 is far outside"):
+        forecaster.forecast(frame)
 
 
 def test_seeded_runs_give_identical_losses(sine_series, tiny_config: Callable) -> None:

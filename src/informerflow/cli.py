@@ -39,9 +39,9 @@ _D, _M, _T = DataConfig(), ModelConfig(), TrainConfig()
 def _global(
     state_dir: Path = typer.Option(None, envvar="INFORMERFLOW_HOME",
                                    help="Where runs, models and endpoints are kept "
-                                        "[default: ./.informerflow]."),
+                                        "(default: ./.informerflow)."),
     tracking_uri: str = typer.Option(None, envvar="MLFLOW_TRACKING_URI",
-                                     help="MLflow tracking server [default: SQLite in state dir]."),
+                                     help="MLflow tracking server (default: SQLite in state dir)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log details to stderr."),
 ) -> None:
     if state_dir:
@@ -55,11 +55,11 @@ def _global(
 @app.command()
 def run(
     data: str = typer.Option(None, "--data", "-d",
-                             help="CSV or Parquet file [default: the bundled Alibaba pod CPU "
-                                  "series]."),
+                             help="CSV or Parquet file (default: the bundled Alibaba pod CPU "
+                                  "series)."),
     target: str = typer.Option(_D.target, help="Column to forecast."),
     features: str = typer.Option(_D.features, help="S univariate, M all->all, MS all->target."),
-    time_col: str = typer.Option(None, help="Time column [default: found by name]."),
+    time_col: str = typer.Option(None, help="Time column (default: found by name)."),
     id_col: str = typer.Option(None, help="Series id column of a long-format file."),
     freq: str = typer.Option(None, help="Force the frequency (pandas alias, e.g. 15min, B)."),
     missing: str = typer.Option(_D.missing, help="NaN cells: error, interpolate or ffill."),
@@ -82,8 +82,8 @@ def run(
     patience: int = typer.Option(_T.patience), seed: int = typer.Option(_T.seed),
     max_train_windows: int = typer.Option(
         _T.max_train_windows, help="Sample at most this many training windows per epoch."),
-    experiment: str = typer.Option(None, help="MLflow experiment [default: from the file name]."),
-    model_name: str = typer.Option(None, help="Registered model [default: the experiment name]."),
+    experiment: str = typer.Option(None, help="MLflow experiment (default: from the file name)."),
+    model_name: str = typer.Option(None, help="Registered model (default: the experiment name)."),
     endpoint: str = typer.Option("informer", help="Name of the local endpoint."),
     port: int = typer.Option(8080, help="Port of the local endpoint (on 127.0.0.1)."),
     deploy: bool = typer.Option(True, help="Start a local endpoint for the champion."),
@@ -112,6 +112,7 @@ def run(
         experiment=experiment, model_name=model_name, endpoint=endpoint, port=port,
         deploy=deploy,
     )
+    cfg.validate()  # before the heavy imports below: a bad option is refused at once
     from informerflow.runner import run_pipeline
 
     summary = run_pipeline(cfg, console=console, cache=cache)
@@ -161,9 +162,9 @@ def tracking_server(
     host: str = typer.Option("127.0.0.1", help="Interface to bind; 0.0.0.0 opens it to a team."),
     port: int = typer.Option(5000),
     backend_store_uri: str = typer.Option(
-        None, help="e.g. postgresql://user:pass@db/mlflow [default: SQLite in the state dir]."),
+        None, help="e.g. postgresql://user:pass@db/mlflow (default: SQLite in the state dir)."),
     artifacts_destination: str = typer.Option(
-        None, help="Where the server stores artifacts (s3://..., a path) [default: state dir]."),
+        None, help="Where the server stores artifacts (s3://..., a path) (default: state dir)."),
 ) -> None:
     """Start an MLflow tracking server; point runs at it with --tracking-uri."""
     import subprocess
@@ -182,7 +183,7 @@ def tracking_server(
 @app.command()
 def serve(
     model_uri: str = typer.Argument(..., help="models:/NAME@champion, models:/NAME/3 or a dir."),
-    name: str = typer.Option(None, help="Model name in the routes [default: from the URI]."),
+    name: str = typer.Option(None, help="Model name in the routes (default: from the URI)."),
     host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8080),
 ) -> None:
     """Serve a model in the foreground (V2, V1, /invocations, /metrics)."""
@@ -204,8 +205,8 @@ def deploy(
     port: int = typer.Option(8080, help="local: port on 127.0.0.1."),
     storage_uri: str = typer.Option(None, help="kserve: the MLflow model directory in s3://, "
                                                "gs:// or pvc://CLAIM/PATH."),
-    image: str = typer.Option(None, help="kserve: server image [default: informerflow:VERSION]."),
-    namespace: str = typer.Option(None, help="kserve: [default: the context's namespace]."),
+    image: str = typer.Option(None, help="kserve: server image (default: informerflow:VERSION)."),
+    namespace: str = typer.Option(None, help="kserve: (default: the context's namespace)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="kserve: print the YAML, apply nothing."),
     timeout: float = typer.Option(300.0, help="Seconds to wait until the endpoint is ready."),
 ) -> None:
@@ -240,7 +241,7 @@ def deploy(
 
 
 @app.command()
-def models(name: str = typer.Argument(None, help="One registered model [default: all].")) -> None:
+def models(name: str = typer.Argument(None, help="One registered model (default: all).")) -> None:
     """List registered models with their versions, aliases and test MAE."""
     from informerflow import tracking
 
@@ -328,12 +329,12 @@ def pipeline_compile(
 def pipeline_submit(
     host: str = typer.Option(..., help="KFP API, e.g. http://127.0.0.1:8888 (a port-forward)."),
     config: Path = typer.Option(None, help="RunConfig JSON, e.g. an earlier run's "
-                                           "run_config.json [default: the defaults]."),
+                                           "run_config.json (default: the defaults)."),
     data: str = typer.Option(None, help="Data path as the cluster's pods see it (overrides "
                                         "the config's)."),
     image: str = typer.Option("informerflow:0.1.0", help="Image with informerflow installed."),
     experiment: str = typer.Option("informerflow", help="KFP experiment to file the run in."),
-    run_name: str = typer.Option(None, help="[default: file name and time]"),
+    run_name: str = typer.Option(None, help="(default: file name and time)"),
     cache: bool = typer.Option(False, help="Let the cluster reuse preprocess outputs; the data "
                                            "must be readable here, to fingerprint it."),
     tracking_secret: str = typer.Option(
@@ -411,12 +412,13 @@ def main() -> None:
         sys.exit(130)
     except (typer.Exit, SystemExit) as exc:
         sys.exit(getattr(exc, "exit_code", getattr(exc, "code", 0)))
-    except Exception as exc:  # click usage errors carry their own exit code and message
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+    except Exception as exc:
+        # Usage errors (missing argument, unknown option, bad number) come from the click that
+        # typer bundles, not from the click package, so they are recognised by what they offer.
+        show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(code, int):
+            show()
+            sys.exit(code)
         raise
 
 

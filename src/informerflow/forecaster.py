@@ -173,6 +173,12 @@ class Forecaster:
         cfg = self.spec.config.model
         future = pd.date_range(stamps[-1], periods=self.pred_len + 1, freq=self.freq)[1:]
         scaled = torch.as_tensor(self.scaler.transform(window), dtype=torch.float32)  # (L, C)
+        if not torch.isfinite(scaled).all():
+            row, col = (int(i) for i in torch.nonzero(~torch.isfinite(scaled))[0])
+            raise RequestError(
+                f"column {self.input_cols[col]!r} at row {row}: {float(window[row, col])!r} is far "
+                "outside the training data's range (it overflows after scaling)"
+            )
         known = scaled[len(scaled) - self.label_len:]
         x_dec = torch.cat([known, torch.zeros(self.pred_len, scaled.shape[1])])  # (S + P, C)
         # One calendar pass over window and future; the decoder's stamps are its last S + P.

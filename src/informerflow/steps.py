@@ -350,7 +350,9 @@ def deploy_step(registration: dict, endpoint: str, port: int) -> dict:
         f"runs:/{champion.run_id}/model/input_example.json")
     frame = pd.DataFrame(window["data"], columns=window["columns"])
     answer = client.forecast(ep.url, ep.model_name, frame)
-    request_file = state.state_dir() / "endpoints" / f"{endpoint}.request.json"
+    # Kept apart from the endpoint records, which the endpoints module owns.
+    request_file = state.state_dir() / "requests" / f"{endpoint}.json"
+    request_file.parent.mkdir(parents=True, exist_ok=True)
     request_file.write_text(json.dumps(client.v2_body(frame)))
     result = {"name": endpoint, "url": ep.url, "model_name": ep.model_name,
               "model_uri": uri, "model_version": champion.version, "pid": ep.pid,
