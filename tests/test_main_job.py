@@ -112,6 +112,16 @@ def test_store_holds_params_losses_metrics_baselines_and_alias(finished_run):
         assert metrics["test_windows"] == 3739
         assert tags["data.sha256"] == (
             "ad4bc4850e48076d9bc49f6a13b548fdf6f475400113a00b8aa75b4ade331f0d")
+        assert "test_scaled_mae" in metrics and "best_val_loss" in metrics
+        assert tags["code.version"] and "code.git_commit" in tags
+        assert tags["code.git_dirty"] in ("true", "false")
+        (dataset_input,) = run.inputs.dataset_inputs
+        assert dataset_input.dataset.digest == tags["data.sha256"][:36]
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"run_config.json", "ingest_report.json", "plots", "model"} <= artifacts
+        plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+        assert plots == {"plots/loss_curves.png", "plots/forecast_vs_actual.png",
+                         "plots/error_by_horizon.png"}
         version = client.get_model_version_by_alias(EXPERIMENT, "champion")
         assert version.run_id == run.info.run_id
     finally:
