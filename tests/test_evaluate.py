@@ -174,3 +174,11 @@ def test_assess_baselines_use_the_same_windows_in_original_units(prepared) -> No
     # The scaled MAE is the original one divided by the training std of the target.
     assert result.scaled_metrics["mae"] == pytest.approx(
         result.metrics["mae"] / data.scaler.std[0])
+
+
+def test_seasonal_naive_never_reads_past_the_forecast_origin() -> None:
+    # Period 2, horizon 5: each step repeats the last observed cycle, never a later value.
+    series = np.arange(20, dtype=float)[:, None]
+    forecast = naive_baselines(series, np.array([4]), seq_len=6, pred_len=5, period=2)
+    # origin at row 10 (values 0..9 seen); steps at rows 10..14 take rows 8, 9, 8, 9, 8.
+    assert forecast["seasonal_naive"][0, :, 0].tolist() == [8.0, 9.0, 8.0, 9.0, 8.0]

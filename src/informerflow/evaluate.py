@@ -79,7 +79,10 @@ def naive_baselines(
     enc_end = starts + seq_len
     steps = np.arange(pred_len)
     last = series[enc_end - 1]  # (W, O)
-    back = (enc_end[:, None] + steps[None, :]) - period  # (W, P)
+    # Whole periods back, as many as needed to land before the forecast origin: a horizon
+    # longer than the period must not read values the forecaster could not have seen.
+    periods_back = steps // period + 1  # (P,)
+    back = (enc_end[:, None] + steps[None, :]) - period * periods_back[None, :]  # (W, P)
     if (back < 0).any():
         log.warning("seasonal naive: %d windows reach before the first row",
                     (back < 0).any(axis=1).sum())
