@@ -118,7 +118,8 @@ def test_store_holds_params_losses_metrics_baselines_and_alias(finished_run):
         (dataset_input,) = run.inputs.dataset_inputs
         assert dataset_input.dataset.digest == tags["data.sha256"][:36]
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"run_config.json", "ingest_report.json", "plots", "model"} <= artifacts
+        assert {"run_config.json", "ingest_report.json", "plots", "evaluation.json"} <= artifacts
+        assert tags["model_uri"].startswith("models:/m-")  # MLflow 3 keeps models beside runs
         plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
         assert plots == {"plots/loss_curves.png", "plots/forecast_vs_actual.png",
                          "plots/error_by_horizon.png"}
