@@ -11,14 +11,17 @@ Protocol (Zhou et al., AAAI 2021, section 4 and the public loader for ETT-small)
 
 The persistence, seasonal-naive (period 24) and linear (ridge on the same input window plus the
 first forecast step's calendar features, fitted on the training windows) baselines are scored on
-exactly the same scaled test windows. Training, scoring and the baselines are the library's
-(``prepare``, ``train``, ``assess``); this script only adapts the split and caps the
-validation windows used for early stopping (see ``CappedValData``).
+exactly the same scaled test windows. Training, scoring, persistence and the linear baseline are
+the library's (``prepare``, ``train``, ``assess``); this script adapts the split, caps the
+validation windows used for early stopping (``CappedValData``) and computes seasonal naive
+itself, since the library's reads inside the forecast window past one period (``seasonal_naive``).
 
 Usage:
     .venv/bin/python bench/ett/run.py --quick          # one seed, tiny epochs, a few minutes
     .venv/bin/python bench/ett/run.py                  # three seeds, under an hour on 2 cores
     .venv/bin/python bench/ett/run.py --quick --revin  # adds an Informer + RevIN row
+    .venv/bin/python bench/ett/run.py --revin-only --out ett-revin  # RevIN alone, 3 seeds
+    .venv/bin/python bench/ett/run.py --merge a.json b.json  # one table from two runs
 
 Writes ``results/<out>.json`` and ``results/<out>.md`` (``--out``, default ``ett``); while a run is
 in progress, ``results/<out>.partial.json`` holds every finished (horizon, seed) so far.
