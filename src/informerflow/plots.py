@@ -20,13 +20,13 @@ def forecast_vs_actual(true: list[float], pred: list[float], path: Path, limit: 
     return _save(fig, path)
 
 
-def loss_curves(train: list[float], val: list[float], path: Path) -> Path:
+def loss_curves(train: list[float], val: list[float], path: Path, loss: str = "mse") -> Path:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     epochs = range(1, len(train) + 1)
     ax.plot(epochs, train, marker="o", label="train")
     ax.plot(epochs, val, marker="o", label="validation")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("MSE (scaled)")
+    ax.set_ylabel(f"{loss.upper()} (scaled)")
     ax.legend()
     return _save(fig, path)
 

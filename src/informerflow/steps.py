@@ -192,7 +192,7 @@ def _attempt(cfg: RunConfig, series: LoadedSeries, report: dict,
     with tempfile.TemporaryDirectory() as tmp:
         curve = plots.loss_curves([h.train_loss for h in result.history],
                                   [h.val_loss for h in result.history],
-                                  Path(tmp) / "loss_curves.png")
+                                  Path(tmp) / "loss_curves.png", loss=cfg.train.loss)
         mlflow.log_artifact(str(curve), "plots")
     return result, data
 
