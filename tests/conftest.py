@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -101,3 +102,22 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+_MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+@pytest.fixture(autouse=True)
+def _restore_mlflow_env() -> Iterator[None]:
+    """Undo what ``mlflow.set_registry_uri`` writes to ``os.environ`` (it never removes it).
+
+    Without this, one test's store leaks into every later test and into the subprocesses they
+    start, which then read the registry of a store that no longer exists.
+    """
+    saved = {key: os.environ.get(key) for key in _MLFLOW_ENV}
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

@@ -32,7 +32,8 @@ def _free_port() -> int:
 
 
 def _cli(args: list[str], home: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     env["INFORMERFLOW_HOME"] = str(home)
     env["COLUMNS"] = "200"
     return subprocess.run([sys.executable, "-m", "informerflow.cli", *args], env=env,
@@ -80,6 +81,7 @@ def test_endpoint_answers_and_matches_pyfunc_in_a_fresh_process(finished_run):
     script = f"""
 import json, mlflow, pandas as pd
 mlflow.set_tracking_uri("sqlite:///{home / 'mlflow.db'}")
+mlflow.set_registry_uri("sqlite:///{home / 'mlflow.db'}")
 body = json.load(open("{body_file}"))
 cols = {{i["name"]: i["data"] for i in body["inputs"]}}
 model = mlflow.pyfunc.load_model("models:/{EXPERIMENT}@champion")
@@ -95,6 +97,7 @@ print(json.dumps(model.predict(pd.DataFrame(cols))["cpu_utilization"].tolist()))
 def test_store_holds_params_losses_metrics_baselines_and_alias(finished_run):
     home, _, _ = finished_run
     mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
+    mlflow.set_registry_uri(f"sqlite:///{home / 'mlflow.db'}")
     try:
         client = MlflowClient()
         exp = client.get_experiment_by_name(EXPERIMENT)
@@ -127,6 +130,7 @@ def test_store_holds_params_losses_metrics_baselines_and_alias(finished_run):
         assert version.run_id == run.info.run_id
     finally:
         mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
 
 
 def test_endpoints_lists_and_stops_the_endpoint(tmp_path, finished_run):
