@@ -15,7 +15,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from informerflow.data.prepare import PreparedData, SeriesArrays
-from informerflow.data.windows import WindowDataset
 
 log = logging.getLogger(__name__)
 
@@ -189,10 +188,7 @@ def assess(model: torch.nn.Module, data: PreparedData, batch_size: int = 256) ->
 
 
 def _predict(model, data: PreparedData, s: SeriesArrays, batch_size: int) -> np.ndarray:
-    m = data.config.model
-    lo, hi = s.rows("test")
-    dataset = WindowDataset(s.scaled[lo:hi], s.marks[lo:hi], m.seq_len, m.label_len,
-                            m.pred_len, n_out=len(data.output_cols))
+    dataset = data.series_dataset(s, "test")
     model.eval()
     outs = []
     with torch.inference_mode():

@@ -45,15 +45,15 @@ class PreparedData:
     output_cols: list[str]
     config: RunConfig
 
-    def dataset(self, split: str) -> Dataset:
+    def series_dataset(self, s: SeriesArrays, split: str) -> WindowDataset:
+        """The windows of one series' ``split``."""
         m = self.config.model
-        parts = []
-        for s in self.series:
-            lo, hi = s.rows(split)
-            parts.append(WindowDataset(
-                s.scaled[lo:hi], s.marks[lo:hi], m.seq_len, m.label_len, m.pred_len,
-                n_out=len(self.output_cols),
-            ))
+        lo, hi = s.rows(split)
+        return WindowDataset(s.scaled[lo:hi], s.marks[lo:hi], m.seq_len, m.label_len,
+                             m.pred_len, n_out=len(self.output_cols))
+
+    def dataset(self, split: str) -> Dataset:
+        parts = [self.series_dataset(s, split) for s in self.series]
         return parts[0] if len(parts) == 1 else ConcatDataset(parts)
 
     @property
