@@ -185,13 +185,64 @@ def serve(
     model_uri: str = typer.Argument(..., help="models:/NAME@champion, models:/NAME/3 or a dir."),
     name: str = typer.Option(None, help="Model name in the routes (default: from the URI)."),
     host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8080),
+    prediction_log: str = typer.Option(
+        None, help="SQLite file every answered forecast is appended to (default: "
+                   "predictions.db in the state dir; 'off' disables it)."),
 ) -> None:
-    """Serve a model in the foreground (V2, V1, /invocations, /metrics)."""
+    """Serve a model in the foreground (V2, V1, /invocations, /metrics, /dashboard)."""
     from informerflow import tracking
     from informerflow.serving.server import serve as serve_model
 
     tracking.configure()
-    serve_model(model_uri, name=name, host=host, port=port)
+    serve_model(model_uri, name=name, host=host, port=port, prediction_log=prediction_log)
+
+
+@app.command()
+def monitor(
+    actuals: Path = typer.Option(..., "--actuals", "-a",
+                                 help="CSV or Parquet of actual values (time column plus the "
+                                      "model's columns, and its id column if it has one)."),
+    model: str = typer.Option(None, help="Registered model to monitor (default: every model "
+                                         "in the prediction log)."),
+    prediction_log: Path = typer.Option(None, help="Default: predictions.db in the state dir."),
+    since: str = typer.Option(None, help="Only forecasts served at or after this UTC time "
+                                         "(ISO 8601)."),
+    window: int = typer.Option(60, help="Steps of the model's frequency per window of the "
+                                        "figures over time."),
+    time_col: str = typer.Option(None, help="Time column of the actuals (default: by name)."),
+    max_mae_ratio: float = typer.Option(1.5, help="Alert when MAE exceeds this many times the "
+                                                  "model's test MAE."),
+    max_psi: float = typer.Option(1.5, help="Alert above this population stability index."),
+    max_ks: float = typer.Option(0.4, help="Alert above this Kolmogorov-Smirnov statistic."),
+    max_mean_shift: float = typer.Option(1.0, help="Alert when the mean moves by more "
+                                                   "training standard deviations than this."),
+    max_std_ratio: float = typer.Option(2.0, help="Alert when the spread changes by more than "
+                                                  "this factor, up or down."),
+    retrain_on_alert: bool = typer.Option(
+        False, "--retrain-on-alert",
+        help="On an alert, run the pipeline on the actuals file; the new model becomes champion "
+             "only if it beats the current one on the file's last 20%."),
+    fail_on_alert: bool = typer.Option(False, "--fail-on-alert",
+                                       help="Exit with status 1 when any alert is raised."),
+) -> None:
+    """Compare logged forecasts with actuals: accuracy, coverage, drift, alerts."""
+    from informerflow.monitoring.monitor import Thresholds, run_monitor
+
+    thresholds = Thresholds(max_mae_ratio, max_psi, max_ks, max_mean_shift, max_std_ratio)
+    with console.status("monitoring ..."):
+        report = run_monitor(str(actuals), model_name=model, log_path=prediction_log,
+                             since=since, thresholds=thresholds, window=window,
+                             time_col=time_col)
+    _print_monitor(report)
+    if retrain_on_alert and report.alert:
+        from informerflow.monitoring.retrain import retrain
+
+        for version in report.versions:
+            if version.alert:
+                result = retrain(version.model_name, str(actuals), console=console)
+                console.print(f"[bold]retrain[/] {result.summary}")
+    if fail_on_alert and report.alert:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -368,6 +419,32 @@ def pipeline_submit(
                           model_name=cfg.model_name or "", tracking_secret=tracking_secret)
     console.print(f"submitted run {run.run_id} to experiment {experiment!r}: {run.url}",
                   markup=False, soft_wrap=True)
+
+
+def _print_monitor(report) -> None:
+    table = Table("model", "version", "pairs", "coverage", "MAE", "test MAE", "ratio", "RMSE",
+                  "MAPE %", "PSI", "KS", title=f"monitoring against {report.actuals}")
+    for v in report.versions:
+        o = v.overall
+        psi = max((d["psi"] for d in v.drift.values()), default=None)
+        ks = max((d["ks"] for d in v.drift.values()), default=None)
+        table.add_row(v.model_name, v.version, str(o["n_pairs"]), _fmt(o["coverage"], "{:.1%}"),
+                      _fmt(o["mae"]), _fmt(o["test_mae"]), _fmt(o["mae_ratio"], "{:.2f}x"),
+                      _fmt(o["rmse"]), _fmt(o["mape"], "{:.2f}"), _fmt(psi, "{:.3f}"),
+                      _fmt(ks, "{:.3f}"))
+    console.print(table)
+    for v in report.versions:
+        for line in v.alerts:
+            console.print(f"[bold red]ALERT[/] {escape(v.model_name)} v{v.version}: "
+                          f"{escape(line)}")
+        if not v.alerts:
+            console.print(f"[green]ok[/] {escape(v.model_name)} v{v.version}: no alert")
+        if v.run_id:
+            console.print(f"  monitoring run {v.run_id}; dashboard figures in {v.status_file}")
+
+
+def _fmt(value: float | None, pattern: str = "{:.6g}") -> str:
+    return "-" if value is None else pattern.format(value)
 
 
 def _print_summary(summary: dict) -> None:

@@ -9,6 +9,8 @@ Files of a saved Forecaster (a directory)::
     weights.pt    state dict, loaded with ``torch.load(weights_only=True)``
     spec.json     the resolved RunConfig plus column names, frequency and time zone
     scaler.json   the train-split mean and std of every input column
+    reference.json  the training split's distribution per input column, for drift monitoring
+                  (optional: models saved before it existed load without it)
     hashes.json   sha256 of each file above, checked before anything is loaded
 """
 
@@ -28,12 +30,14 @@ from informerflow.config import RunConfig
 from informerflow.data.windows import Scaler
 from informerflow.errors import ModelLoadError, RequestError
 from informerflow.model import build_model
+from informerflow.monitoring.drift import ColumnProfile, profile_from_json, profile_to_json
 from informerflow.timefeatures import time_features
 
 log = logging.getLogger(__name__)
 
 TIME = "timestamp"
 WEIGHTS, SPEC, SCALER, HASHES = "weights.pt", "spec.json", "scaler.json", "hashes.json"
+REFERENCE = "reference.json"
 
 
 @dataclass
@@ -63,10 +67,12 @@ class ForecastSpec:
 class Forecaster:
     """Turns the last ``seq_len`` observed rows into ``pred_len`` forecast rows."""
 
-    def __init__(self, model: torch.nn.Module, spec: ForecastSpec, scaler: Scaler):
+    def __init__(self, model: torch.nn.Module, spec: ForecastSpec, scaler: Scaler,
+                 reference: dict[str, ColumnProfile] | None = None):
         self.model = model.eval()
         self.spec = spec
         self.scaler = scaler
+        self.reference = reference
         self.name: str | None = None
         self.version: str | None = None
 
@@ -106,7 +112,11 @@ class Forecaster:
         torch.save(self.model.state_dict(), path / WEIGHTS)
         (path / SPEC).write_text(self.spec.to_json())
         (path / SCALER).write_text(self.scaler.to_json())
-        hashes = {name: _sha256(path / name) for name in (WEIGHTS, SPEC, SCALER)}
+        files = [WEIGHTS, SPEC, SCALER]
+        if self.reference:
+            (path / REFERENCE).write_text(profile_to_json(self.reference))
+            files.append(REFERENCE)
+        hashes = {name: _sha256(path / name) for name in files}
         (path / HASHES).write_text(json.dumps(hashes, indent=2))
         return path
 
@@ -121,7 +131,10 @@ class Forecaster:
         model = build_model(spec.config.model)
         state = torch.load(path / WEIGHTS, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
-        return cls(model, spec, Scaler.from_json((path / SCALER).read_text()))
+        reference = None
+        if (path / REFERENCE).is_file():
+            reference = profile_from_json((path / REFERENCE).read_text())
+        return cls(model, spec, Scaler.from_json((path / SCALER).read_text()), reference)
 
     # -- forecasting ---------------------------------------------------------------------------
 

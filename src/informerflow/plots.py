@@ -39,6 +39,30 @@ def horizon_error(mae: list[float], path: Path) -> Path:
     return _save(fig, path)
 
 
+def monitor(series: dict, path: Path) -> Path:
+    """Actuals with 1-step forecasts, and MAE and PSI per window of time, for one series."""
+    fig, (top, mid, low) = plt.subplots(3, 1, figsize=(10, 7), sharex=False)
+    actual, forecast = series["actual"], series["forecast"]
+    top.plot(_times(actual["time"]), actual["value"], label="actual", linewidth=1)
+    top.plot(_times(forecast["time"]), forecast["value"], label="forecast (1 step ahead)",
+             linewidth=1)
+    top.set_title(f"series {series['id']!r}" if series["id"] else "forecast vs actual")
+    top.legend()
+    acc = [p for p in series["accuracy"] if p["mae"] is not None]
+    mid.plot(_times([p["time"] for p in acc]), [p["mae"] for p in acc], marker=".")
+    mid.set_ylabel("MAE per window")
+    low.plot(_times([p["time"] for p in series["drift"]]), [p["psi"] for p in series["drift"]],
+             marker=".", color="tab:red")
+    low.set_ylabel("PSI per window")
+    return _save(fig, path)
+
+
+def _times(values: list[str]):
+    import pandas as pd  # imported late: most plots take plain lists
+
+    return pd.to_datetime(values, format="ISO8601")
+
+
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -34,6 +34,7 @@ from informerflow.data.prepare import PreparedData, prepare
 from informerflow.errors import DataError, InformerflowError, TrainingError
 from informerflow.evaluate import assess
 from informerflow.forecaster import Forecaster, ForecastSpec
+from informerflow.monitoring.drift import build_profile
 from informerflow.pyfunc import input_example, log_forecaster
 from informerflow.train import (
     Callbacks,
@@ -174,7 +175,8 @@ def train_step(dataset_dir: str | Path, model_dir: str | Path) -> str:
             mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
     spec = ForecastSpec(cfg, data.input_cols, data.output_cols, series.target, series.freq,
                         series.tz, series.id_col)
-    Forecaster(result.model, spec, data.scaler).save(model_dir)
+    reference = build_profile(data.train_values(), data.input_cols)
+    Forecaster(result.model, spec, data.scaler, reference).save(model_dir)
     progress.emit("trained", run_id=run_id, best_epoch=result.best_epoch + 1,
                   best_val_loss=result.best_val_loss, **retry)
     return run_id

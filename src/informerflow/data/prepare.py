@@ -60,6 +60,10 @@ class PreparedData:
     def out_idx(self) -> list[int]:
         return [self.input_cols.index(c) for c in self.output_cols]
 
+    def train_values(self) -> np.ndarray:
+        """The unscaled training rows of every series, stacked: (rows, input columns)."""
+        return np.concatenate([s.raw[s.bounds.train[0]:s.bounds.train[1]] for s in self.series])
+
 
 def prepare(series: LoadedSeries, cfg: RunConfig) -> PreparedData:
     """Split every series, fit the scaler on training rows only, and compute time features.

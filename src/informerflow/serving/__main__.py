@@ -42,6 +42,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="how long a window waits for others to share its model call")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default: min(2, CPU cores // 2), at least 1)")
+    parser.add_argument("--prediction-log", default=None,
+                        help="SQLite file every answered forecast is appended to (default: "
+                             "predictions.db in the state dir; 'off' disables it)")
+    parser.add_argument("--log-wait-ms", type=float, default=250.0,
+                        help="longest a request waits for its prediction-log write")
     return parser.parse_args(argv)
 
 
@@ -73,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             max_wait_ms=args.max_wait_ms,
             threads=args.threads,
             sock=sock,
+            prediction_log=args.prediction_log,
+            log_wait_ms=args.log_wait_ms,
         )
     except InformerflowError as exc:
         log.error("%s", exc)

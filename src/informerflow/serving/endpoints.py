@@ -112,8 +112,11 @@ def start_endpoint(
     token: str | None = None,
     timeout: float = 180.0,
     model_name: str | None = None,
+    prediction_log: str | None = None,
 ) -> Endpoint:
     """Start (or replace) endpoint ``name`` serving ``model_uri`` and wait until it is ready.
+
+    ``prediction_log`` is the server's ``--prediction-log`` (default: the state dir's file).
 
     Raises:
         ConfigError: the name or port is not acceptable.
@@ -128,7 +131,8 @@ def start_endpoint(
     _check_port_free(host, port)
 
     log_path = endpoints_dir() / f"{name}.log"
-    process = _launch(model_uri, host, port, tracking_uri, token, model_name, log_path)
+    process = _launch(model_uri, host, port, tracking_uri, token, model_name, log_path,
+                      prediction_log)
     url = f"http://{_connect_host(host)}:{port}"
     log.info("started endpoint %s (pid %d) on %s; waiting for it", name, process.pid, url)
     try:
@@ -251,6 +255,7 @@ def _launch(
     token: str | None,
     model_name: str | None,
     log_path: Path,
+    prediction_log: str | None = None,
 ) -> subprocess.Popen:
     command = [
         sys.executable, "-m", SERVER_MODULE,
@@ -260,6 +265,8 @@ def _launch(
         command += ["--tracking-uri", tracking_uri]
     if model_name:
         command += ["--name", model_name]
+    if prediction_log:
+        command += ["--prediction-log", prediction_log]
     env = dict(os.environ)
     env.pop(TOKEN_ENV, None)
     if token:

@@ -9,7 +9,12 @@ routes, health checks, model metadata and Prometheus metrics are KServe's own. O
 * optional bearer-token auth for everything but the health checks;
 * request errors (``RequestError``, KServe's ``InvalidInput``, malformed V2 bodies) answered with
   400 and a message naming the problem; anything else is a logged 500 without a stack trace;
-* micro-batching: concurrent requests wait up to ``max_wait_ms`` to share one model call.
+* micro-batching: concurrent requests wait up to ``max_wait_ms`` to share one model call;
+* the prediction log: every answered forecast is appended to a SQLite file (see
+  ``monitoring.predlog``), and ``GET /dashboard`` (plus ``/dashboard/data``) shows the latest
+  figures of ``informerflow monitor`` next to the newest forecasts;
+* Prometheus metrics beyond KServe's: forecasts served, the model version, prediction-log losses
+  and the latest monitoring figures.
 
 Life cycle of :func:`serve`: bind the port -> load the model (hashes checked) -> serve.
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import hmac
 import logging
 import os
@@ -42,7 +48,7 @@ from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.infer_type import InferRequest
 from kserve.protocol.rest.server import RESTServer
 from mlflow import MlflowClient
-from prometheus_client import Counter, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
 from informerflow.errors import (
     ConfigError,
@@ -53,6 +59,7 @@ from informerflow.errors import (
     http_status,
 )
 from informerflow.forecaster import Forecaster
+from informerflow.monitoring import dashboard, predlog, status
 from informerflow.serving import protocol
 from informerflow.serving.endpoints import bind_listener
 from informerflow.serving.protocol import ForecastRequest, InvocationsBody, Schema
@@ -65,6 +72,7 @@ DEFAULT_NAME = "informer"
 TOKEN_ENV = "INFORMERFLOW_TOKEN"
 # Probes (kubelet, `start_endpoint`) must work without the token; they reveal nothing.
 OPEN_PATHS = frozenset({"/", "/v2/health/live", "/v2/health/ready", "/ping", "/health"})
+LOG_OFF = "off"  # --prediction-log value that turns the log off
 
 BATCH_SIZE = Histogram(
     "informerflow_batch_size",
@@ -81,6 +89,16 @@ FAILED = Counter(
     "informerflow_failed_requests_total",
     "Requests answered with a 5xx status because of a fault in the server",
     ["status"],
+)
+FORECASTS = Counter(
+    "informerflow_forecasts_total",
+    "Forecasts answered (one per series per request)",
+    ["model_name", "model_version"],
+)
+MODEL_INFO = Gauge(
+    "informerflow_model_info",
+    "The model version this server serves (value 1)",
+    ["model_name", "model_version", "seq_len", "pred_len", "freq"],
 )
 
 
@@ -194,10 +212,13 @@ class ForecastModel(Model):
         version: str | None = None,
         max_batch: int = 32,
         max_wait_ms: float = 5.0,
+        prediction_log: predlog.PredictionLogger | None = None,
     ):
         super().__init__(name)
         self.forecaster = forecaster
         self.version = version
+        self.prediction_log = prediction_log
+        self.model_uri: str | None = None
         id_col = getattr(getattr(forecaster, "spec", None), "id_col", None)
         self.schema = Schema(tuple(forecaster.input_cols), forecaster.pred_len, id_col)
         self.batcher = MicroBatcher(
@@ -245,9 +266,28 @@ class ForecastModel(Model):
     ) -> Any:
         request, forecast = result
         forecast = protocol.trim(forecast, request.horizon, self.schema.id_col)
+        await self._record(request, forecast)
         if request.route == "v2":
             return protocol.v2_response(forecast, self.name, self.version, request.request_id)
         return protocol.records_response(forecast, self.name, self.version)
+
+    async def _record(self, request: ForecastRequest, forecast: pd.DataFrame) -> None:
+        """Count the forecast and append it to the prediction log; never fails the request."""
+        id_col = self.schema.id_col
+        n_series = forecast[id_col].nunique() if id_col and id_col in forecast.columns else 1
+        FORECASTS.labels(model_name=self.name, model_version=str(self.version)).inc(n_series)
+        if self.prediction_log is None:
+            return
+        try:
+            record = predlog.make_record(
+                self.name, self.version, request.route, request.request_id, request.frame,
+                forecast, list(self.schema.input_cols), self.forecaster.seq_len, id_col,
+            )
+        except Exception:  # a logging bug must not cost the client its answer
+            log.exception("cannot build the prediction-log record of a request")
+            predlog.LOG_FAILURES.labels(reason="record_error").inc()
+            return
+        await self.prediction_log.log(record)
 
     def _forecast_long(self, frame: pd.DataFrame) -> pd.DataFrame:
         with torch.inference_mode():
@@ -371,6 +411,8 @@ class LoopbackRESTServer(RESTServer):
         app.add_api_route("/invocations", self._invocations, methods=["POST"])
         app.add_api_route("/ping", self._ping, methods=["GET"])
         app.add_api_route("/health", self._ping, methods=["GET"])
+        app.add_api_route("/dashboard", self._dashboard, methods=["GET"])
+        app.add_api_route("/dashboard/data", self._dashboard_data, methods=["GET"])
 
     def _add_exception_handlers(self, app: FastAPI) -> None:
         super()._add_exception_handlers(app)
@@ -386,11 +428,28 @@ class LoopbackRESTServer(RESTServer):
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise RequestError(f"/invocations body is not valid JSON: {exc}") from exc
-        models = list(self.dataplane.model_registry.get_models())
+        response, _ = await self.dataplane.infer(self._model().name, InvocationsBody(body))
+        return ORJSONResponse(response)
+
+    def _board(self) -> dict:
+        model = self._model()
+        store = model.prediction_log.store.path if model.prediction_log else None
+        return status.dashboard_data(model.name, model.version, model.model_uri,
+                                     model.forecaster.target, store)
+
+    async def _dashboard(self) -> Response:
+        board = await asyncio.get_running_loop().run_in_executor(None, self._board)
+        return Response(dashboard.render(board), media_type="text/html; charset=utf-8")
+
+    async def _dashboard_data(self) -> Response:
+        board = await asyncio.get_running_loop().run_in_executor(None, self._board)
+        return ORJSONResponse(board)
+
+    def _model(self) -> ForecastModel:
+        models = list(self.dataplane.model_registry.get_models().values())
         if not models:
             raise DeploymentError("no model is loaded in this server")
-        response, _ = await self.dataplane.infer(models[0], InvocationsBody(body))
-        return ORJSONResponse(response)
+        return models[0]
 
     async def _ping(self) -> Response:
         return Response("\n", media_type="text/plain")
@@ -536,10 +595,15 @@ def serve(
     max_wait_ms: float = 5.0,
     threads: int | None = None,
     sock: socket.socket | None = None,
+    prediction_log: str | None = None,
+    log_wait_ms: float = 250.0,
 ) -> None:
     """Serve ``model_uri`` until SIGINT/SIGTERM: bind -> load (hash-checked) -> serve.
 
     ``sock`` is an already bound socket to serve on instead of binding ``host:port`` here.
+    ``prediction_log`` is the SQLite file every answer is appended to (default: the state
+    directory's ``predictions.db``; ``"off"`` turns logging off). A request waits at most
+    ``log_wait_ms`` for its record to be committed.
 
     Raises:
         DeploymentError: the address cannot be bound.
@@ -548,12 +612,25 @@ def serve(
     token = token or os.environ.get(TOKEN_ENV) or None
     threads = threads or default_threads()
     torch.set_num_threads(threads)
+    if log_wait_ms < 0:
+        raise ConfigError(f"--log-wait-ms must be 0 or more, got {log_wait_ms}")
     sock = sock or bind_listener(host, port)
+    logger = None
     try:
         loaded = load_model(model_uri, tracking_uri, name)
+        if prediction_log != LOG_OFF:
+            store = predlog.PredictionLog(prediction_log or None)
+            logger = predlog.PredictionLogger(store, max_wait_s=log_wait_ms / 1000)
+            log.info("logging every forecast to %s", store.path)
         model = ForecastModel(
-            loaded.name, loaded.forecaster, loaded.version, max_batch, max_wait_ms
+            loaded.name, loaded.forecaster, loaded.version, max_batch, max_wait_ms, logger
         )
+        model.model_uri = model_uri
+        f = loaded.forecaster
+        MODEL_INFO.labels(model_name=loaded.name, model_version=str(loaded.version),
+                          seq_len=str(f.seq_len), pred_len=str(f.pred_len), freq=f.freq).set(1)
+        with contextlib.suppress(ValueError):  # already registered: a second serve() in-process
+            REGISTRY.register(status.MonitorCollector(loaded.name, loaded.version))
         if host not in ("127.0.0.1", "localhost", "::1") and not token:
             log.warning(
                 "listening on %s without a token: anyone who can reach this port can query the "
@@ -561,4 +638,6 @@ def serve(
             )
         ForecastServer(sock, token=token).start([model])
     finally:
+        if logger is not None:
+            logger.close()  # after uvicorn drained: every answered record gets written
         sock.close()
