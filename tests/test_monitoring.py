@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from _browser import chromium_available, load
 from informerflow import state
 
 SEQ_LEN, PRED_LEN, STRIDE = 48, 6, 12
@@ -229,3 +230,93 @@ def test_shifted_replay_raises_drift_and_accuracy_alerts(served, monkeypatch) ->
         assert gauge("informerflow_forecasts_total") == len(starts)
     finally:
         endpoints.stop_endpoint("shifted")
+
+
+@pytest.mark.skipif(not chromium_available(), reason="chromium is not installed (CI installs it)")
+def test_dashboard_shows_the_monitored_figures_in_chromium(served, monkeypatch) -> None:
+    """The server's /dashboard after a monitor run, loaded in headless Chromium.
+
+    Set INFORMERFLOW_SCREENSHOT=PATH to keep the screenshot (docs/dashboard.png was made so).
+    """
+    import os
+
+    from informerflow.monitoring.monitor import run_monitor
+
+    monkeypatch.setenv(state.ENV_HOME, str(served["home"]))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", served["uri"])
+    ep = served["endpoint"]
+    log_path = served["root"] / "unshifted.db"
+    if not log_path.exists() or not sqlite3.connect(log_path).execute(
+            "SELECT COUNT(*) FROM requests").fetchone()[0]:
+        second = served["second"]
+        replay(ep.url, ep.model_name, second, range(SEQ_LEN, len(second) - PRED_LEN + 1, STRIDE),
+               "plain")
+    (version,) = run_monitor(served["files"]["actuals"], log_path=log_path, window=360).versions
+    shot = Path(os.environ.get("INFORMERFLOW_SCREENSHOT") or served["root"] / "dashboard.png")
+    page = load(ep.url + "/dashboard", screenshot=shot, width=1280, height=1000)
+
+    assert page.errors == [] and page.dialogs == []
+    assert f"v{served['version']}" in page.text or served["version"] in page.text
+    shown = {(m["series"], m["metric"]): m for m in page.metrics}
+    for key in ("mae", "rmse", "mape", "coverage", "mae_ratio", "test_mae"):
+        value = version.overall[key]
+        assert float(shown[None, key]["value"]) == pytest.approx(value, rel=1e-12), key
+        assert shown[None, key]["text"] == f"{value:.4g}" or float(shown[None, key]["text"]) == \
+            pytest.approx(value, rel=1e-3)
+    assert float(shown[None, f"psi:{TARGET}"]["value"]) == pytest.approx(
+        version.drift[TARGET]["psi"], rel=1e-12)
+    lines = {line["line"]: int(line["points"]) for line in page.lines if line["series"] == ""}
+    series = version.series[0]
+    assert lines["actual"] == len(series["actual"]["value"]) > 100
+    assert lines["forecast"] == len(series["forecast"]["value"]) > 10
+    assert lines["latest"] == PRED_LEN
+    assert lines["mae"] == len(series["accuracy"])
+    assert lines["psi"] == len(series["drift"])
+    assert shot.stat().st_size > 10_000
+
+
+def test_retrain_on_alert_promotes_a_model_that_beats_the_champion(served, monkeypatch) -> None:
+    """`informerflow monitor --retrain-on-alert` on the shifted replay: a real KFP local run."""
+    from typer.testing import CliRunner
+
+    from informerflow.cli import app
+    from informerflow.monitoring import retrain as retrain_module
+    from informerflow.pyfunc import load_forecaster
+
+    monkeypatch.setenv(state.ENV_HOME, str(served["home"]))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", served["uri"])
+    log_path = served["root"] / "shifted.db"
+    assert log_path.exists(), "runs after the shifted replay test"
+    results = []
+    real = retrain_module.retrain
+    monkeypatch.setattr(retrain_module, "retrain",
+                        lambda *a, **k: results.append(real(*a, **k)) or results[-1])
+
+    outcome = CliRunner().invoke(app, ["monitor", "--actuals", str(served["files"]["shifted"]),
+                                       "--prediction-log", str(log_path), "--window", "360",
+                                       "--retrain-on-alert"])
+    assert outcome.exit_code == 0, outcome.output
+    (result,) = results
+    client = mlflow.MlflowClient()
+    champion = client.get_model_version_by_alias("pod-cpu", "champion")
+    assert result.champion_version == served["version"]
+    # Which model wins on this data is the models' business; the rule is the test's.
+    assert result.promoted == (result.new_mae < result.champion_mae)
+    expected = result.new_version if result.promoted else served["version"]
+    assert str(champion.version) == expected
+    aliases = {v.version: v.aliases for v in client.search_model_versions("name='pod-cpu'")}
+    loser = served["version"] if result.promoted else result.new_version
+    assert "challenger" not in aliases[champion.version]
+    assert "champion" not in aliases[int(loser)]
+    # The comparison, recomputed: both models on the last 20% of the shifted file.
+    shifted = served["shifted"]
+    old = load_forecaster(f"models:/pod-cpu/{served['version']}")
+    new = load_forecaster(f"models:/pod-cpu/{result.new_version}")
+    test_start = int(len(shifted) * 0.7) + int(len(shifted) * 0.1)
+    starts = range(test_start, len(shifted) - PRED_LEN + 1, PRED_LEN)
+    truth = np.concatenate([shifted[TARGET].to_numpy()[t:t + PRED_LEN] for t in starts])
+    for model, mae in ((old, result.champion_mae), (new, result.new_mae)):
+        outs = model.forecast_batch([shifted.iloc[t - SEQ_LEN:t] for t in starts])
+        pred = np.concatenate([o[TARGET].to_numpy() for o in outs])
+        assert float(np.mean(np.abs(pred - truth))) == pytest.approx(mae, rel=1e-9)
+    assert result.n_targets == len(truth)

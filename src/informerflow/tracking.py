@@ -117,6 +117,16 @@ def register(run_id: str, model_uri: str, name: str, test_mae: float) -> Registr
     return Registration(name, str(version), alias, previous, reason)
 
 
+def _drop_alias(client: MlflowClient, name: str, alias: str, version: str) -> None:
+    """Remove ``alias`` from ``name`` if it points at ``version``."""
+    try:
+        current = client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return
+    if str(current.version) == str(version):
+        client.delete_registered_model_alias(name, alias)
+
+
 def _champion(client: MlflowClient, name: str):
     try:
         return client.get_model_version_by_alias(name, CHAMPION)
@@ -162,6 +172,8 @@ def promote(name: str, version: str, alias: str = CHAMPION) -> str | None:
             from exc
     previous = _champion(client, name) if alias == CHAMPION else None
     client.set_registered_model_alias(name, alias, version)
+    if alias == CHAMPION:
+        _drop_alias(client, name, CHALLENGER, version)  # one version is not both
     client.set_model_version_tag(name, version, "alias_reason", f"promoted to {alias} by hand")
     return str(previous.version) if previous else None
 
