@@ -62,10 +62,6 @@ def test_ks_of_the_reference_against_itself_is_near_zero() -> None:
     assert pvalue == pytest.approx(1.0)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "drift.ks compares the sample's left limit P(X < v) with the reference's right-continuous "
-    "CDF P(X <= v) at the same point, so every atom (repeated value) of the reference adds its "
-    "mass to the statistic: identical 50/50 samples of 0 and 1 score KS 0.5 instead of 0"))
 def test_ks_of_identical_discrete_samples_is_zero() -> None:
     reference = np.array([0.0] * 500 + [1.0] * 500)
     sample = np.array([0.0] * 50 + [1.0] * 50)

@@ -171,10 +171,6 @@ def test_a_repeated_stamp_keeps_its_last_row(tmp_path: Path) -> None:
     assert frame["actual"].tolist() == [9.0, 2.0]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "read_actuals drops duplicate stamps before it drops empty cells, so a later row whose "
-    "value is empty (documented as 'not observed yet, skipped') erases the value an earlier row "
-    "gave for that stamp; with several columns, a correction of one column erases the others"))
 def test_a_later_empty_cell_does_not_erase_an_observed_value(tmp_path: Path) -> None:
     path = _write(tmp_path, "a.csv", "ds,y,x\n2024-01-01T00:00,1,5\n2024-01-01T00:00,2,\n")
     assert sorted(_rows(read_actuals(path, ["y", "x"]))) == [
@@ -392,10 +388,6 @@ def test_figures_are_split_per_series(tmp_path: Path) -> None:
     assert a["actual"] == {"time": _hours(5, 2), "value": [2.0, 2.0]}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "PredictionLog.read compares --since with served_at as text: '2024-01-01 06:00' (a space, "
-    "as ISO 8601 allows) sorts before every 'T' stamp of that day and keeps 05:00, and an "
-    "offset is not converted to UTC, so 08:00+02:00 (06:00 UTC) drops the 07:00 UTC request"))
 @pytest.mark.parametrize("since", ["2024-01-01 06:00", "2024-01-01T08:00+02:00"])
 def test_since_keeps_only_forecasts_served_at_or_after_it(tmp_path: Path, since: str) -> None:
     store = PredictionLog(tmp_path / "predictions.db")

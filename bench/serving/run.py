@@ -6,6 +6,10 @@ same single-window forecast: V2 ``/v2/models/NAME/infer`` for ours, ``dataframe_
 ``/invocations`` for MLflow's. For each concurrency level (1, 8, 32 clients) the two servers are
 measured one after the other, so drifting load on a shared machine hits both alike.
 
+A third server, ours with the prediction log off (``--prediction-log off``), measures what
+logging every answer costs: ``log_overhead`` is the p50 latency and throughput with the log over
+those without it, at each level.
+
 Each client is a thread with its own keep-alive HTTP connection sending requests back to back
 for the level's duration; latency is per request, throughput is answered requests per second.
 Server CPU per request (user + system time of the server's whole process group, divided by the
@@ -288,11 +292,11 @@ def forecast_values(server: str, answer: dict[str, Any], column: str) -> list[fl
 # -- report ------------------------------------------------------------------------------------
 
 
-def ratios(levels: list[Level], field: str = "rps") -> dict[str, float]:
-    """informerflow's ``field`` over mlflow's, per client count."""
+def ratios(levels: list[Level], field: str = "rps", against: str = "mlflow") -> dict[str, float]:
+    """informerflow's ``field`` over ``against``'s, per client count."""
     value = {(lv.server, lv.clients): getattr(lv, field) for lv in levels}
-    return {str(n): round(value[("informerflow", n)] / value[("mlflow", n)], 2)
-            for n in LEVELS if value.get(("mlflow", n))}
+    return {str(n): round(value[("informerflow", n)] / value[(against, n)], 2)
+            for n in LEVELS if value.get((against, n))}
 
 
 def environment() -> dict[str, Any]:
@@ -344,6 +348,12 @@ def write_markdown(path: Path, result: dict[str, Any]) -> None:
         + ", ".join(f"{1 / c:.2f}x at {clients(int(n))}"
                     for n, c in result["cpu_per_request_ratio"].items() if c) + ".",
         f"Forecasts of the two servers agree to {result['max_abs_forecast_diff']:.2e}.",
+        "Prediction log on / off (informerflow vs informerflow-nolog): p50 latency "
+        + ", ".join(f"{r:.2f}x at {clients(int(n))}"
+                    for n, r in result["log_overhead"]["p50_ratio"].items())
+        + "; throughput "
+        + ", ".join(f"{r:.2f}x at {clients(int(n))}"
+                    for n, r in result["log_overhead"]["rps_ratio"].items()) + ".",
         "",
     ]
     path.write_text("\n".join(lines))
@@ -373,16 +383,21 @@ def main() -> None:
         # `mlflow models serve` runs `uvicorn` by name: the venv's bin must be on PATH.
         path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
         env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PATH": path}
-        ports = {"informerflow": free_port(), "mlflow": free_port()}
+        ports = {"informerflow": free_port(), "informerflow-nolog": free_port(),
+                 "mlflow": free_port()}
         commands = {
             # Defaults as shipped: micro-batching on, torch threads min(2, cores // 2).
             "informerflow": [sys.executable, "-m", "informerflow.serving", "--model-uri",
                              model_uri, "--port", str(ports["informerflow"])],
+            "informerflow-nolog": [sys.executable, "-m", "informerflow.serving", "--model-uri",
+                                   model_uri, "--port", str(ports["informerflow-nolog"]),
+                                   "--prediction-log", "off"],
             # One uvicorn worker, MLflow's default; torch threads are torch's default.
             "mlflow": [sys.executable, "-m", "mlflow", "models", "serve", "--env-manager",
                        "local", "-m", model_uri, "-h", "127.0.0.1", "-p", str(ports["mlflow"])],
         }
-        health = {"informerflow": "/v2/health/ready", "mlflow": "/ping"}
+        health = {"informerflow": "/v2/health/ready", "informerflow-nolog": "/v2/health/ready",
+                  "mlflow": "/ping"}
         for server, command in commands.items():
             log_path = home / f"{server}.log"
             processes.append(start(command, env, log_path))
@@ -393,11 +408,14 @@ def main() -> None:
         targets = [
             Target("informerflow", ports["informerflow"], f"/v2/models/{MODEL_NAME}/infer",
                    ours_body, processes[0].pid),
-            Target("mlflow", ports["mlflow"], "/invocations", theirs_body, processes[1].pid),
+            Target("informerflow-nolog", ports["informerflow-nolog"],
+                   f"/v2/models/{MODEL_NAME}/infer", ours_body, processes[1].pid),
+            Target("mlflow", ports["mlflow"], "/invocations", theirs_body, processes[2].pid),
         ]
         column = window["columns"][-1]
         answers = {t.server: forecast_values(t.server, warm_up(t), column) for t in targets}
-        diff = max(abs(a - b) for a, b in zip(*answers.values(), strict=True))
+        diff = max(abs(a - b) for a, b in zip(answers["informerflow"], answers["mlflow"],
+                                               strict=True))
         levels = []
         for clients in LEVELS:
             for target in targets:
@@ -419,6 +437,10 @@ def main() -> None:
         "max_abs_forecast_diff": diff,
         "levels": [asdict(lv) for lv in levels], "throughput_ratio": ratios(levels),
         "cpu_per_request_ratio": ratios(levels, "cpu_ms_per_request"),
+        "log_overhead": {
+            "p50_ratio": ratios(levels, "p50_ms", against="informerflow-nolog"),
+            "rps_ratio": ratios(levels, "rps", against="informerflow-nolog"),
+        },
     }
     out = HERE / "results"
     out.mkdir(exist_ok=True)

@@ -91,10 +91,14 @@ def ks(reference: ColumnProfile, sample: np.ndarray) -> tuple[float, float]:
     sample = np.sort(np.asarray(sample, dtype=np.float64))
     qs = np.asarray(reference.quantiles)
     grid = np.concatenate([qs, sample])
-    ref_cdf = np.interp(grid, qs, np.linspace(0.0, 1.0, len(qs)), left=0.0, right=1.0)
-    sample_cdf = np.searchsorted(sample, grid, side="right") / len(sample)
-    below = np.searchsorted(sample, grid, side="left") / len(sample)
-    stat = float(max(np.max(np.abs(sample_cdf - ref_cdf)), np.max(np.abs(below - ref_cdf))))
+    # Both distribution functions at every point and just below it: with repeated values
+    # (quantised metrics) comparing one side's P(X <= v) with the other's P(X < v) would count
+    # each repeated value's whole mass as a difference.
+    stat = 0.0
+    for side in ("right", "left"):
+        ref_cdf = np.searchsorted(qs, grid, side=side) / len(qs)
+        sample_cdf = np.searchsorted(sample, grid, side=side) / len(sample)
+        stat = max(stat, float(np.max(np.abs(sample_cdf - ref_cdf))))
     n_eff = reference.n * len(sample) / (reference.n + len(sample))
     return stat, float(stats.kstwobign.sf(stat * math.sqrt(n_eff)))
 

@@ -66,7 +66,8 @@ class Thresholds:
 
     def validate(self) -> None:
         for name, value in asdict(self).items():
-            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if not (number and math.isfinite(value) and value > 0):
                 raise ConfigError(f"monitor threshold {name} must be a positive number, "
                                   f"got {value!r}")
         if self.max_std_ratio <= 1:
@@ -147,10 +148,14 @@ def read_actuals(
             raise DataError(f"{source}: column {name!r} holds text that is not a number at "
                             f"{fmt_rows(rows[text])} (1-based data rows); fix or empty them")
         frame[name] = values
-    frame = frame.dropna(subset=["time"]).drop_duplicates(["series_id", "time"], keep="last")
+    frame = frame.dropna(subset=["time"])
     long = frame.melt(id_vars=["series_id", "time"], value_vars=present, var_name="column",
                       value_name="actual")
-    return long[np.isfinite(long["actual"])].reset_index(drop=True)
+    # Empty cells go before duplicates are resolved: a later row that leaves a column empty
+    # corrects the other columns, not that one.
+    long = long[np.isfinite(long["actual"])]
+    return long.drop_duplicates(["series_id", "time", "column"], keep="last").reset_index(
+        drop=True)
 
 
 def _column(names: list[str], given: str | None, defaults: tuple[str, ...], source: str,

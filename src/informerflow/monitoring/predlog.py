@@ -45,6 +45,7 @@ import pandas as pd
 from prometheus_client import Counter
 
 from informerflow import state
+from informerflow.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +236,7 @@ class PredictionLog:
             args.append(model_name)
         if since:
             where.append("r.served_at >= ?")
-            args.append(since)
+            args.append(_since(since))
         clause = " AND ".join(where)
         conn = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True)
         try:
@@ -385,6 +386,18 @@ class PredictionLogger:
         LOG_FAILURES.labels(reason=reason).inc(count)
         log.warning("prediction log %s: %d record(s) not written (%s)", self.store.path, count,
                     why)
+
+
+def _since(value: str) -> str:
+    """``value`` as the log writes times (UTC, no offset), so text comparison orders them."""
+    try:
+        stamp = pd.Timestamp(value)
+    except ValueError as exc:
+        raise ConfigError(f"--since {value!r} is not a time; use ISO 8601 such as "
+                          "2026-12-01T00:00:00 (UTC unless it carries an offset)") from exc
+    if stamp is pd.NaT:
+        raise ConfigError(f"--since {value!r} is not a time")
+    return _utc_text(stamp)
 
 
 def _utc_naive(stamps: pd.Series | pd.Index) -> pd.DatetimeIndex:
