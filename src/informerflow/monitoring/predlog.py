@@ -34,6 +34,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -185,25 +186,46 @@ class PredictionLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=self._busy_timeout_ms / 1000,
                                check_same_thread=False)
-        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
-        conn.execute("PRAGMA journal_mode = WAL")
-        # NORMAL in WAL mode: a commit survives the process being killed; only an OS crash or
-        # power loss can drop the last transactions, which FULL would protect at twice the cost.
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.executescript(_SCHEMA)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+            self._enable_wal(conn)
+            # NORMAL in WAL mode: a commit survives the process being killed; only an OS crash
+            # or power loss can drop the last transactions, which FULL guards at twice the cost.
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.executescript(_SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
         return conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch to WAL, waiting out another writer's lock.
+
+        Changing the journal mode of a file still in rollback mode fails at once with "database
+        is locked" while another connection writes, ignoring the busy timeout, so it is retried
+        here for as long as that timeout allows.
+        """
+        deadline = time.monotonic() + self._busy_timeout_ms / 1000
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     @staticmethod
     def write(conn: sqlite3.Connection, records: Iterable[ForecastRecord]) -> int:
         """Insert ``records`` in one transaction; returns the number of new requests stored."""
-        before = conn.total_changes
+        new = 0
         with conn:  # one transaction: a batch is stored whole or not at all
             for r in records:
-                conn.execute(
+                new += conn.execute(
                     "INSERT OR IGNORE INTO requests VALUES (?, ?, ?, ?, ?, ?)",
                     (r.record_id, r.request_id, r.served_at, r.model_name, r.model_version,
                      r.route),
-                )
+                ).rowcount
                 for s in r.series:
                     conn.execute(
                         "INSERT OR IGNORE INTO windows VALUES (?, ?, ?, ?, ?, ?)",
@@ -216,7 +238,7 @@ class PredictionLog:
                          for col, vals in s.values.items()
                          for step, t in enumerate(s.target_times, start=1)],
                     )
-        return conn.total_changes - before
+        return new
 
     def append(self, records: Iterable[ForecastRecord]) -> None:
         """Write ``records`` synchronously (tests and tools; the server uses the logger)."""
@@ -371,7 +393,7 @@ class PredictionLogger:
             if self._conn is None:
                 self._conn = self.store.connect()
             self.store.write(self._conn, [record for record, _ in pending])
-        except (sqlite3.Error, OSError) as exc:
+        except Exception as exc:  # whatever it is, the writer thread must live on
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None  # reconnect next time: the file may come back

@@ -28,7 +28,9 @@ import hmac
 import logging
 import os
 import re
+import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -584,6 +586,10 @@ def default_threads() -> int:
     return max(1, min(2, (os.cpu_count() or 1) // 2))
 
 
+def _exit_cleanly(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
+
+
 def serve(
     model_uri: str,
     host: str = DEFAULT_HOST,
@@ -614,6 +620,10 @@ def serve(
     torch.set_num_threads(threads)
     if log_wait_ms < 0:
         raise ConfigError(f"--log-wait-ms must be 0 or more, got {log_wait_ms}")
+    # uvicorn drains requests on SIGTERM and then raises the signal again with the handler it
+    # found; the default one would kill the process before the prediction log is flushed below.
+    if threading.current_thread() is threading.main_thread():  # only there can it be set
+        signal.signal(signal.SIGTERM, _exit_cleanly)
     sock = sock or bind_listener(host, port)
     logger = None
     try:
