@@ -275,7 +275,8 @@ def test_dashboard_shows_the_monitored_figures_in_chromium(served, monkeypatch) 
     assert shot.stat().st_size > 10_000
 
 
-def test_retrain_on_alert_promotes_a_model_that_beats_the_champion(served, monkeypatch) -> None:
+def test_retrain_on_alert_promotes_a_model_that_beats_the_champion(served, monkeypatch,
+                                                                   capfd) -> None:
     """`informerflow monitor --retrain-on-alert` on the shifted replay: a real KFP local run."""
     from typer.testing import CliRunner
 
@@ -296,7 +297,11 @@ def test_retrain_on_alert_promotes_a_model_that_beats_the_champion(served, monke
                                        "--prediction-log", str(log_path), "--window", "360",
                                        "--retrain-on-alert"])
     assert outcome.exit_code == 0, outcome.output
+    printed = " ".join(capfd.readouterr().out.split())  # the CLI writes to the real stdout
+    assert f"ALERT pod-cpu v{served['version']}: accuracy: MAE" in printed
+    assert f"ALERT pod-cpu v{served['version']}: drift: {TARGET} PSI" in printed
     (result,) = results
+    assert f"retrain {result.summary}" in printed
     client = mlflow.MlflowClient()
     champion = client.get_model_version_by_alias("pod-cpu", "champion")
     assert result.champion_version == served["version"]

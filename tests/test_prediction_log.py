@@ -290,14 +290,11 @@ def assert_logged_once(path: Path, answers: dict[str, dict]) -> dict[str, list[d
 
 
 def expected_hash(stamps: list[str], values: dict[str, list[float]]) -> str:
-    """The window hash as documented: int64 ns UTC stamps, then per sorted column name + float64s.
-
-    Computed with struct (not numpy) from naive stamps, which are UTC by the log's convention.
-    """
-    ns = [(datetime.fromisoformat(s) - EPOCH) // timedelta(microseconds=1) * 1000 for s in stamps]
-    digest = hashlib.sha256(struct.pack(f"<{len(ns)}q", *ns))
+    """The window hash as documented: last UTC stamp, newline, int64 length, then per sorted
+    column its name, NUL and float64 values. Computed with struct (not numpy)."""
+    digest = hashlib.sha256(stamps[-1].encode("utf-8") + b"\n" + struct.pack("<q", len(stamps)))
     for name in sorted(values):
-        digest.update(name.encode("utf-8"))
+        digest.update(name.encode("utf-8") + b"\0")
         digest.update(struct.pack(f"<{len(values[name])}d", *values[name]))
     return digest.hexdigest()
 

@@ -209,7 +209,7 @@ def client_loop(target: Target, stop_at: float, latencies: list[float],
 
 def batch_totals(target: Target) -> tuple[float, float] | None:
     """Sum and count of informerflow's batch-size histogram; None for a server without it."""
-    if target.server != "informerflow":
+    if not target.server.startswith("informerflow"):
         return None
     with urllib.request.urlopen(f"http://127.0.0.1:{target.port}/metrics", timeout=10) as resp:
         text = resp.read().decode()
@@ -283,7 +283,7 @@ def warm_up(target: Target) -> dict[str, Any]:
 
 
 def forecast_values(server: str, answer: dict[str, Any], column: str) -> list[float]:
-    if server == "informerflow":
+    if server.startswith("informerflow"):
         outputs = {o["name"]: o["data"] for o in answer["outputs"]}
         return [float(v) for v in outputs[column]]
     return [float(row[column]) for row in answer["predictions"]]

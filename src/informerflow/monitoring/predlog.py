@@ -5,7 +5,7 @@ Three append-only tables, written together in one transaction per batch of reque
     requests   record_id (server-made, unique), request_id (the client's, if any), served_at,
                model_name, model_version, route
     windows    record_id, series_id, window_end (last input stamp), window_hash (sha256 of the
-               window's stamps and values), n_rows, input_values (JSON: column -> the window)
+               last stamp, length and values), n_rows, input_values (JSON: column -> the window)
     forecasts  record_id, series_id, step (1..horizon), target_time, column, value
 
 Times are ISO-8601 text in UTC without an offset, the same convention as the model's training
@@ -147,26 +147,34 @@ def make_record(
     series = []
     for sid, rows, out in parts:
         tail = rows.iloc[len(rows) - seq_len:]
-        stamps = _utc_naive(tail[TIME])
+        # The forecaster accepted the window, so its stamps are consecutive at the model's
+        # frequency: the last stamp and the length pin all of them down. Parsing one stamp
+        # instead of all keeps the record cheap (it is built for every request).
+        end = _utc_text(pd.Timestamp(tail[TIME].iloc[-1]))
         inputs = {c: tail[c].astype(float).tolist() for c in input_cols}
         outputs = [c for c in out.columns if c not in (TIME, id_col)]
         series.append(SeriesForecast(
             series_id=sid,
-            window_end=_utc_text(stamps[-1]),
-            window_hash=window_hash(stamps, inputs),
+            window_end=end,
+            window_hash=window_hash(end, len(tail), inputs),
             n_rows=len(tail),
             inputs=inputs,
-            target_times=[_utc_text(t) for t in _utc_naive(out[TIME])],
+            target_times=[_utc_text(t) for t in out[TIME]],
             values={c: out[c].astype(float).tolist() for c in outputs},
         ))
     return ForecastRecord(model_name, model_version, route, series, request_id)
 
 
-def window_hash(stamps: pd.DatetimeIndex, inputs: dict[str, list[float]]) -> str:
-    """sha256 of the window's UTC stamps (int64 ns) and its float64 values, column by column."""
-    digest = hashlib.sha256(np.asarray(stamps.asi8, dtype="<i8").tobytes())
+def window_hash(end: str, n_rows: int, inputs: dict[str, list[float]]) -> str:
+    """sha256 identifying a window: its last stamp and length, then each column's values.
+
+    Layout: ``end`` (UTC ISO text) in UTF-8, a newline, ``n_rows`` as little-endian int64, then
+    for every column in name order its UTF-8 name, a NUL byte and its values as little-endian
+    float64. The separators keep two different windows from ever feeding the same bytes.
+    """
+    digest = hashlib.sha256(end.encode() + b"\n" + np.int64(n_rows).astype("<i8").tobytes())
     for name in sorted(inputs):
-        digest.update(name.encode())
+        digest.update(name.encode() + b"\0")
         digest.update(np.asarray(inputs[name], dtype="<f8").tobytes())
     return digest.hexdigest()
 
