@@ -223,8 +223,7 @@ def assess_version(
     mine = mine[mine["column"].isin(facts.output_cols)]
     pairs = mine.merge(actuals, left_on=["series_id", "target_time", "column"],
                        right_on=["series_id", "time", "column"], how="inner")
-    step = pd.tseries.frequencies.to_offset(facts.freq)
-    width = pd.Timedelta(step) * window
+    width = _span(facts.freq, window)
     overall = _accuracy(pairs) | {"forecasts": len(mine),
                                   "coverage": len(pairs) / len(mine) if len(mine) else None}
     steps = int(mine["step"].max()) if len(mine) else 0
@@ -253,6 +252,12 @@ def assess_version(
                             if overall["mae"] is not None and test_mae else None)
     alerts = _alerts(overall, drift_all, thresholds)
     return VersionReport(name, version, overall, horizon, drift_all, series, alerts, test_mae)
+
+
+def _span(freq: str, steps: int) -> pd.Timedelta:
+    """``steps`` steps of ``freq`` as a fixed duration (a month counts from 2000-01-01)."""
+    origin = pd.Timestamp("2000-01-01")
+    return (origin + pd.tseries.frequencies.to_offset(freq) * steps) - origin
 
 
 def _accuracy(pairs: pd.DataFrame) -> dict[str, float | None]:
