@@ -195,6 +195,9 @@ def test_replay_is_logged_and_monitored_without_alert(served, monkeypatch) -> No
 
 
 def test_shifted_replay_raises_drift_and_accuracy_alerts(served, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from informerflow.cli import app
     from informerflow.monitoring.monitor import run_monitor
     from informerflow.serving import endpoints
 
@@ -216,6 +219,9 @@ def test_shifted_replay_raises_drift_and_accuracy_alerts(served, monkeypatch) ->
         assert version.drift[TARGET]["psi"] > 1.5
         run = mlflow.MlflowClient().get_run(version.run_id)
         assert run.data.tags["alert"] == "true"
+        outcome = CliRunner().invoke(app, ["monitor", "--actuals", str(served["files"]["shifted"]),
+                                           "--prediction-log", str(log_path), "--fail-on-alert"])
+        assert outcome.exit_code == 1, outcome.output
         gauges = _scrape(ep.url)
         ident = {"model_name": "pod-cpu", "model_version": served["version"]}
 
