@@ -578,6 +578,6 @@ def test_monitor_command_with_an_empty_state_dir_names_the_log(tmp_path: Path) -
                             timeout=300, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     message = " ".join(result.stderr.split())  # rich may wrap long paths
-    assert f"the prediction log {home / 'predictions.db'} holds no forecasts" in message
-    assert "send requests to an endpoint first" in message
+    assert f"no prediction log at {home / 'predictions.db'}: serve requests first" in message
+    assert "point --prediction-log at the file" in message
     assert "Traceback" not in result.stderr + result.stdout

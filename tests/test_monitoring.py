@@ -155,6 +155,7 @@ def _pairs(log_path: Path, actuals: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_replay_is_logged_and_monitored_without_alert(served, monkeypatch) -> None:
+    from informerflow.errors import ConfigError, DataError
     from informerflow.monitoring.monitor import run_monitor
 
     monkeypatch.setenv(state.ENV_HOME, str(served["home"]))
@@ -193,11 +194,23 @@ def test_replay_is_logged_and_monitored_without_alert(served, monkeypatch) -> No
     history = mlflow.MlflowClient().get_metric_history(version.run_id, "rolling_mae")
     assert len(history) == len(version.series[0]["accuracy"]) > 3
 
+    # Actuals that match nothing (here: 30 days late) are an error, and leave the figures alone.
+    status_file = Path(version.status_file)
+    figures = status_file.read_text()
+    late = second.assign(timestamp=second["timestamp"] + pd.Timedelta(days=30))
+    late.to_csv(served["root"] / "late.csv", index=False)
+    with pytest.raises(DataError, match=r"late.csv: no actual value matches a logged forecast: "
+                                        r"actuals cover 1970-02-06 12:00:00 to .*, forecasts"):
+        run_monitor(served["root"] / "late.csv", log_path=log_path)
+    assert status_file.read_text() == figures
+    with pytest.raises(ConfigError, match=r"--window 1000000000000 steps of 'min' is longer"):
+        run_monitor(served["files"]["actuals"], log_path=log_path, window=10**12)
+
 
 def test_shifted_replay_raises_drift_and_accuracy_alerts(served, monkeypatch) -> None:
-    from typer.testing import CliRunner
+    import subprocess
+    import sys
 
-    from informerflow.cli import app
     from informerflow.monitoring.monitor import run_monitor
     from informerflow.serving import endpoints
 
@@ -219,9 +232,13 @@ def test_shifted_replay_raises_drift_and_accuracy_alerts(served, monkeypatch) ->
         assert version.drift[TARGET]["psi"] > 1.5
         run = mlflow.MlflowClient().get_run(version.run_id)
         assert run.data.tags["alert"] == "true"
-        outcome = CliRunner().invoke(app, ["monitor", "--actuals", str(served["files"]["shifted"]),
-                                           "--prediction-log", str(log_path), "--fail-on-alert"])
-        assert outcome.exit_code == 1, outcome.output
+        # The real entry point, in a process of its own: its exit status is what cron sees.
+        command = [sys.executable, "-m", "informerflow.cli", "monitor", "--actuals",
+                   str(served["files"]["shifted"]), "--prediction-log", str(log_path)]
+        assert subprocess.run(command, capture_output=True).returncode == 0
+        failing = subprocess.run([*command, "--fail-on-alert"], capture_output=True, text=True)
+        assert failing.returncode == 1, failing.stderr
+        assert "ALERT" in failing.stdout
         gauges = _scrape(ep.url)
         ident = {"model_name": "pod-cpu", "model_version": served["version"]}
 

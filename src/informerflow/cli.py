@@ -480,7 +480,8 @@ def _print_summary(summary: dict) -> None:
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns a command's `typer.Exit` code instead of exiting.
+        code = app(standalone_mode=False)
     except errors.InformerflowError as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
         sys.exit(errors.exit_code(exc))
@@ -497,6 +498,8 @@ def main() -> None:
             show()
             sys.exit(code)
         raise
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -384,7 +384,8 @@ def run_monitor(
     thresholds.validate()
     if window < 1:
         raise ConfigError(f"window must be 1 step or more (--window), got {window}")
-    store = PredictionLog(log_path)
+    store = PredictionLog(Path(log_path).resolve() if log_path else None)
+    actuals_path = _actuals_file(actuals_path)
     tracking.configure()
     logged = store.read(model_name, since)
     if logged.forecasts.empty:
@@ -394,20 +395,60 @@ def run_monitor(
                         "endpoint first (the server logs every answer there)")
     report = MonitorReport(str(actuals_path), str(store.path))
     keys = logged.forecasts[["model_name", "model_version"]].drop_duplicates()
+    results = []
     for name, version in keys.itertuples(index=False):
         if not version:
             log.warning("skipping forecasts of %s served without a registry version", name)
             continue
         facts = model_facts(name, version)
+        _check_window(window, facts.freq)
         actuals = read_actuals(actuals_path, facts.output_cols, time_col, facts.id_col)
-        result = assess_version(name, version, logged, actuals, facts, thresholds, window)
+        results.append((assess_version(name, version, logged, actuals, facts, thresholds,
+                                       window), actuals))
+    if results and not any(r.overall["n_pairs"] for r, _ in results):
+        # Nothing to compare is a mistake (wrong file, wrong zone), not a perfect score: say so,
+        # and keep the figures of the last good run where the server shows them.
+        raise DataError(_no_overlap(actuals_path, logged, results[0][1]))
+    for result, _ in results:
         result.status_file = str(status.write_status(result, str(actuals_path)))
         if track:
             result.run_id = log_to_mlflow(result, report, thresholds, window, since)
         report.versions.append(result)
-        log.info("monitored %s v%s: %s", name, version,
+        log.info("monitored %s v%s: %s", result.model_name, result.version,
                  "; ".join(result.alerts) if result.alerts else "no alert")
     return report
+
+
+def _actuals_file(path: str | Path) -> Path:
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError(f"{path}: no such file; check --actuals")
+    if not path.is_file():
+        raise DataError(f"{path}: is not a file; pass a CSV or Parquet file to --actuals")
+    return path
+
+
+_MAX_WINDOW = pd.Timedelta(days=36_525)  # window ends must stay within pandas' ~584 years
+
+
+def _check_window(window: int, freq: str) -> None:
+    try:
+        fits = _span(freq, window) <= _MAX_WINDOW
+    except (OverflowError, ValueError, pd.errors.OutOfBoundsTimedelta):
+        fits = False
+    if not fits:
+        raise ConfigError(f"--window {window} steps of {freq!r} is longer than 100 years; use "
+                          "a smaller window")
+
+
+def _no_overlap(path: str | Path, logged: LoggedForecasts, actuals: pd.DataFrame) -> str:
+    times = logged.forecasts["target_time"]
+    span = f"forecasts cover {times.min()} to {times.max()} (UTC)"
+    if actuals.empty:
+        return f"{path}: holds no actual values (every value is empty); {span}"
+    return (f"{path}: no actual value matches a logged forecast: actuals cover "
+            f"{actuals['time'].min()} to {actuals['time'].max()} (UTC), {span}; check the "
+            "file, its time zone and the series ids")
 
 
 def log_to_mlflow(result: VersionReport, report: MonitorReport, t: Thresholds, window: int,

@@ -46,7 +46,7 @@ import pandas as pd
 from prometheus_client import Counter
 
 from informerflow import state
-from informerflow.errors import ConfigError
+from informerflow.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,8 @@ LOG_FAILURES = Counter(
     "Forecast records that could not be written to the prediction log",
     ["reason"],
 )
+for _reason in ("write_error", "queue_full", "record_error"):
+    LOG_FAILURES.labels(reason=_reason)  # exported as 0 from the start, so rate() works
 LOG_LATE = Counter(
     "informerflow_prediction_log_late_total",
     "Requests answered before their record was committed (the write was slower than the bound)",
@@ -257,9 +259,23 @@ class PredictionLog:
             conn.close()
 
     def read(self, model_name: str | None = None, since: str | None = None) -> LoggedForecasts:
-        """Every logged forecast (optionally of one model, served at or after ``since``)."""
+        """Every logged forecast (optionally of one model, served at or after ``since``).
+
+        Raises:
+            DataError: the file is missing, a directory, or not a prediction log.
+        """
+        if not self.path.exists():
+            raise DataError(f"no prediction log at {self.path}: serve requests first (the "
+                            "server writes it) or point --prediction-log at the file")
         if not self.path.is_file():
-            return LoggedForecasts.empty()
+            raise DataError(f"{self.path} is a directory, not a prediction log")
+        try:
+            return self._read(model_name, since)
+        except (sqlite3.Error, pd.errors.DatabaseError) as exc:
+            raise DataError(f"{self.path} is not an informerflow prediction log (SQLite with "
+                            f"tables requests, windows, forecasts): {exc}") from None
+
+    def _read(self, model_name: str | None, since: str | None) -> LoggedForecasts:
         where, args = ["1 = 1"], []
         if model_name:
             where.append("r.model_name = ?")
@@ -268,7 +284,7 @@ class PredictionLog:
             where.append("r.served_at >= ?")
             args.append(_since(since))
         clause = " AND ".join(where)
-        conn = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True)
+        conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
         try:
             forecasts = pd.read_sql_query(
                 "SELECT r.record_id, r.request_id, r.served_at, r.model_name, r.model_version, "

@@ -98,7 +98,8 @@ def latest_forecasts(log_path: Path | None, model_name: str, version: str | None
         "USING (record_id) WHERE f.column = ?"
     )
     try:
-        conn = sqlite3.connect(f"{Path(log_path).as_uri()}?mode=ro", uri=True, timeout=1.0)
+        conn = sqlite3.connect(f"{Path(log_path).resolve().as_uri()}?mode=ro", uri=True,
+                               timeout=1.0)
         try:
             rows = pd.read_sql_query(query, conn, params=(model_name, version, scan, column))
         finally:
