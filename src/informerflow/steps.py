@@ -287,7 +287,8 @@ def evaluate_step(dataset_dir: str | Path, model_dir: str | Path, run_id: str) -
         for name, metrics in result.baselines.items():
             mlflow.log_metrics({f"baseline_{name}_{k}": v for k, v in metrics.items()})
         for sid, metrics in result.per_series.items():
-            mlflow.log_metrics({f"series_{_safe(sid)}_{k}": v for k, v in metrics.items()})
+            key = f"series_{tracking.safe_name(sid)}"
+            mlflow.log_metrics({f"{key}_{k}": v for k, v in metrics.items()})
         for step, mae in enumerate(result.horizon_mae, start=1):
             mlflow.log_metric("test_mae_by_horizon", mae, step=step)
         mlflow.log_metric("test_windows", result.n_windows)
@@ -314,10 +315,6 @@ def _first_series(series: LoadedSeries) -> pd.DataFrame:
         return series.frame
     first = series.frame[series.id_col].iloc[0]
     return series.frame[series.frame[series.id_col] == first]
-
-
-def _safe(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
 
 # -- register ----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,11 @@ def code_version() -> dict[str, str]:
     tags["code.git_commit"] = commit.stdout.strip()
     tags["code.git_dirty"] = str(bool(dirty.stdout.strip())).lower()
     return tags
+
+
+def safe_name(name: str) -> str:
+    """``name`` with every character MLflow keys and file names may not hold replaced by _."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
 def redact(uri: str) -> str:

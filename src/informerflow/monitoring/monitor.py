@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -464,14 +463,14 @@ def log_to_mlflow(result: VersionReport, report: MonitorReport, t: Thresholds, w
                            **{f"threshold_{k}": v for k, v in asdict(t).items()}})
         mlflow.log_metrics(_numbers(result.overall))
         for col, figures in result.drift.items():
-            mlflow.log_metrics(_numbers({f"drift_{k}_{_safe(col)}": v
+            mlflow.log_metrics(_numbers({f"drift_{k}_{tracking.safe_name(col)}": v
                                          for k, v in figures.items()}))
         for h, mae in enumerate(result.horizon_mae, start=1):
             if mae is not None:
                 mlflow.log_metric("mae_by_horizon", mae, step=h)
         many = len(result.series) > 1
         for s in result.series:
-            prefix = f"series_{_safe(s['id'])}_" if many else ""
+            prefix = f"series_{tracking.safe_name(s['id'])}_" if many else ""
             if many:
                 mlflow.log_metrics(_numbers({prefix + k: v for k, v in s["overall"].items()}))
             for i, point in enumerate(s["accuracy"]):
@@ -488,7 +487,7 @@ def log_to_mlflow(result: VersionReport, report: MonitorReport, t: Thresholds, w
             from informerflow import plots
 
             for s in result.series[:8]:
-                png = Path(tmp) / f"monitor_{_safe(s['id']) or 'series'}.png"
+                png = Path(tmp) / f"monitor_{tracking.safe_name(s['id']) or 'series'}.png"
                 plots.monitor(s, png)
                 mlflow.log_artifact(str(png), "plots")
         mlflow.log_dict({"overall": result.overall, "horizon_mae": result.horizon_mae,
@@ -508,5 +507,3 @@ def _millis(iso: str) -> int:
     return int(stamp.timestamp() * 1000)
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "_"

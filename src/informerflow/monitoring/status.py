@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -23,7 +22,7 @@ import pandas as pd
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from informerflow import state
+from informerflow import state, tracking
 
 if TYPE_CHECKING:
     from informerflow.monitoring.monitor import VersionReport
@@ -32,7 +31,8 @@ log = logging.getLogger(__name__)
 
 
 def status_path(model_name: str, version: str) -> Path:
-    return state.state_dir() / "monitoring" / _safe(model_name) / f"v{_safe(version)}.json"
+    folder = tracking.safe_name(model_name) or "_"
+    return state.state_dir() / "monitoring" / folder / f"v{tracking.safe_name(version)}.json"
 
 
 def write_status(result: VersionReport, actuals: str) -> Path:
@@ -180,5 +180,3 @@ def _empty_series(sid: str) -> dict:
             "overall": {"mae": None, "rmse": None, "mape": None, "coverage": None}}
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "_"
