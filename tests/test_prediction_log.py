@@ -63,6 +63,12 @@ TESTS_DIR = Path(__file__).resolve().parent
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, never a proxy
 
 
+def lost(metrics: dict) -> dict[str, float]:
+    """The non-zero prediction-log failure counts by reason (every reason is exported from 0)."""
+    return {dict(labels)["reason"]: value for (name, labels), value in metrics.items()
+            if name == FAILURES and value}
+
+
 # -- the model and the servers -------------------------------------------------------------------
 
 
@@ -338,7 +344,9 @@ def test_concurrent_requests_are_each_logged_exactly_once(model: TinyModel, home
         assert json.loads(row["input_values"]) == tail
     assert len({row["window_hash"] for row in tables["windows"]}) == n
 
-    assert [k for k in scrape(ep.url) if k[0] == FAILURES] == []
+    metrics = scrape(ep.url)
+    assert lost(metrics) == {}
+    assert metrics[FAILURES, (("reason", "write_error"),)] == 0.0  # exported before any loss
 
 
 # -- 2. restarts ---------------------------------------------------------------------------------
@@ -469,7 +477,7 @@ def test_unwritable_log_costs_no_answer_and_counts_each_loss(
         np.testing.assert_allclose(got["cpu"], expected["cpu"], rtol=1e-6)
     metrics = scrape(ep.url)
     assert metrics[FAILURES, (("reason", "write_error"),)] == len(answers) == 9
-    assert [k for k in metrics if k[0] == FAILURES] == [(FAILURES, (("reason", "write_error"),))]
+    assert lost(metrics) == {"write_error": 9.0}
     assert blocker.read_text() == "not a directory\n"
     assert "record(s) not written (FileExistsError" in endpoint_logs("nolog", lines=200)
 
@@ -481,7 +489,7 @@ def test_prediction_log_off_writes_no_file(
     ep = start_endpoint("off", str(model.dir), free_port(), prediction_log="off")
     answers = [infer(ep.url, ep.model_name, f"off-{i}", i) for i in range(3)]
     assert [len(outputs(a)["cpu"]) for a in answers] == [PRED_LEN] * 3
-    assert [k for k in scrape(ep.url) if k[0] == FAILURES] == []
+    assert lost(scrape(ep.url)) == {}
     stop_endpoint("off")
 
     names = {p.name for p in tmp_path.rglob("*")}
