@@ -81,21 +81,13 @@ class TinyModel:
 def build_model(path: Path) -> TinyModel:
     """Save a tiny forecaster as an MLflow pyfunc model directory, as log_forecaster logs it."""
     import mlflow
-    import torch
 
-    from informerflow.config import ModelConfig, RunConfig
-    from informerflow.data.windows import Scaler
-    from informerflow.forecaster import Forecaster, ForecastSpec
-    from informerflow.model import build_model as build_informer
     from informerflow.pyfunc import ARTIFACT, ENTRY, PACKAGE_DIR, PIP_REQUIREMENTS
+    from test_serving import SEQ_LEN as SERVING_SEQ_LEN
+    from test_serving import build_forecaster  # the same tiny model the serving tests use
 
-    torch.manual_seed(0)
-    cfg = RunConfig(model=ModelConfig(seq_len=SEQ_LEN, label_len=8, pred_len=PRED_LEN, d_model=8,
-                                      n_heads=2, e_layers=1, d_layers=1, d_ff=16, freq="5min"))
-    spec = ForecastSpec(config=cfg, input_cols=["cpu"], output_cols=["cpu"], target="cpu",
-                        freq="5min")
-    history = 50 + 10 * np.sin(np.arange(300) / 5.0)[:, None]
-    forecaster = Forecaster(build_informer(cfg.model), spec, Scaler.fit(history, ["cpu"]))
+    assert SERVING_SEQ_LEN == SEQ_LEN
+    forecaster = build_forecaster()
     saved = forecaster.save(path / "forecaster")
     mlflow.pyfunc.save_model(
         str(path / "model"), python_model=str(ENTRY), artifacts={ARTIFACT: str(saved)},
