@@ -30,6 +30,7 @@ import pandas as pd
 from mlflow import MlflowClient
 
 from informerflow import tracking
+from informerflow.data.ingest import TIME_NAMES
 from informerflow.data.readers import parse_table, read_bytes, to_float, unpack
 from informerflow.data.validate import fmt_rows, parse_stamps
 from informerflow.errors import ConfigError, DataError, ModelLoadError
@@ -40,7 +41,6 @@ from informerflow.monitoring.predlog import LoggedForecasts, PredictionLog
 
 log = logging.getLogger(__name__)
 
-TIME_NAMES = ("date", "ds", "timestamp", "time")
 RECENT_POINTS = 720  # actual/forecast pairs per series kept for the dashboard
 
 

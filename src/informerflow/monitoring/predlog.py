@@ -315,16 +315,6 @@ class LoggedForecasts:
     forecasts: pd.DataFrame
     windows: pd.DataFrame
 
-    @classmethod
-    def empty(cls) -> LoggedForecasts:
-        forecasts = pd.DataFrame(columns=["record_id", "request_id", "served_at", "model_name",
-                                          "model_version", "series_id", "step", "target_time",
-                                          "column", "value"])
-        windows = pd.DataFrame(columns=["record_id", "served_at", "model_name", "model_version",
-                                        "series_id", "window_end", "window_hash", "n_rows",
-                                        "input_values"])
-        return cls(forecasts, windows)
-
     def observed(self, column: str, freq: str) -> pd.DataFrame:
         """The input values the model saw, one row per (version, series, stamp).
 
@@ -444,11 +434,6 @@ def _since(value: str) -> str:
     if stamp is pd.NaT:
         raise ConfigError(f"--since {value!r} is not a time")
     return _utc_text(stamp)
-
-
-def _utc_naive(stamps: pd.Series | pd.Index) -> pd.DatetimeIndex:
-    parsed = pd.DatetimeIndex(pd.to_datetime(stamps, utc=True, format="ISO8601"))
-    return parsed.tz_convert(None)
 
 
 def _utc_text(stamp: datetime | pd.Timestamp) -> str:
